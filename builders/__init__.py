@@ -1,0 +1,14 @@
+"""Fellowship: preference-optimization datasets built as a DVC pipeline of Parquet tables."""
+
+from builders.errors import BuildError, MissingKeyError, ProviderError, RecipeError, TableError
+from builders.recipe import Recipe, load_recipe
+
+__all__ = [
+    "BuildError",
+    "MissingKeyError",
+    "ProviderError",
+    "Recipe",
+    "RecipeError",
+    "TableError",
+    "load_recipe",
+]

@@ -1,0 +1,60 @@
+"""Builder: `items` -> `candidates`, through the recipe's generation workflow (LLM calls)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builders.generation import WORKFLOWS, Answer
+from builders.llm.engine import Engine
+from builders.recipe import Recipe
+from builders.tables import CANDIDATES, ITEMS, content_id, frame, read_table, write_table
+
+READS = ("items",)
+WRITES = ("candidates",)
+
+
+def _row(recipe: Recipe, item_id: str, answer: Answer) -> dict:
+    g = recipe.generation
+    spec = recipe.models[g.generator]
+    r, reviews = answer.response, answer.reviews
+    scores = [rv.score for rv in reviews if rv.score is not None]
+    return {
+        "candidate_id": content_id(item_id, g.workflow, g.generator, g.reviewers, answer.iteration),
+        "item_id": item_id,
+        "workflow": g.workflow,
+        "generator": g.generator,
+        "generator_model": f"{spec.provider}/{spec.model}",
+        "reviewers": list(g.reviewers),
+        "iteration": answer.iteration,
+        "response": r.text,
+        "feedback": answer.feedback,
+        "review": "\n\n".join(rv.text for rv in reviews) if reviews else None,
+        "review_score": sum(scores) / len(scores) if scores else None,
+        "tokens_in": r.tokens_in,
+        "tokens_out": r.tokens_out,
+        "cost_usd": r.cost_usd,
+        "latency_s": r.latency_s,
+        "cached": r.cached,
+        "review_tokens_in": sum(rv.response.tokens_in for rv in reviews),
+        "review_tokens_out": sum(rv.response.tokens_out for rv in reviews),
+        "review_cost_usd": sum(rv.response.cost_usd for rv in reviews),
+    }
+
+
+async def _generate(engine: Engine, recipe: Recipe, items: list[dict]) -> list[dict]:
+    workflow = WORKFLOWS[recipe.generation.workflow]
+
+    async def one(item: dict) -> list[dict]:
+        answers = await workflow(engine, recipe, item["prompt"])
+        return [_row(recipe, item["item_id"], a) for a in answers]
+
+    per_item = await engine.gather((one(i) for i in items), total=len(items), desc="candidates")
+    return [row for rows in per_item for row in rows]
+
+
+def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
+    items = read_table(ITEMS, data_dir).to_dicts()
+    g = recipe.generation
+    engine.prepare([g.generator, *g.reviewers])
+    rows = engine.run(_generate(engine, recipe, items))
+    write_table(CANDIDATES, frame(CANDIDATES, rows), data_dir)

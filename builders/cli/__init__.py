@@ -1,0 +1,49 @@
+"""The `fellowship` command line. One module per command; errors a user can act on print one line
+per problem and exit 1, with no traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from builders.errors import BuildError
+
+
+def resolve_recipe_path(recipe: str) -> Path:
+    """`demo` or `recipes/demo.yaml` -> the recipe file."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return Path("recipes") / f"{recipe}.yaml"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+@click.version_option(package_name="fellowship")
+def cli(verbose: bool) -> None:
+    """Fellowship builds preference-optimization datasets (DPO, KTO) with multi-model LLM workflows.
+
+    Recipes (recipes/<name>.yaml) describe a source, a generation workflow, a judge and an export;
+    each stage writes a Parquet table under data/<name>/ that `fellowship sql` can query.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    from builders.cli import build, sql, tables, validate  # noqa: F401  (registers the commands)
+
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except BuildError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import click
+
+from builders.cli import cli, resolve_recipe_path
+from builders.recipe import load_recipe
+from builders.stages import STAGES, default_data_root, run_stage
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(list(STAGES)),
+              help="Build only this stage (repeatable). Default: every stage, in order.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Root of the tables (default: data, or $FELLOWSHIP_DATA_DIR).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+def build(recipe: str, stages: tuple[str, ...], data_dir: str | None, no_progress: bool) -> None:
+    """Build RECIPE's tables under data/<recipe>/: items, candidates, scores, verdicts, dpo, kto.
+
+    Model calls are cached (.cache/llm, or $FELLOWSHIP_CACHE_DIR): a re-run makes no calls and an
+    interrupted build resumes, paying only for the calls it had not finished.
+    """
+    from pathlib import Path
+
+    r = load_recipe(resolve_recipe_path(recipe), check_keys=True)
+    root = Path(data_dir) if data_dir else default_data_root()
+    for stage in [s for s in STAGES if s in stages] if stages else STAGES:
+        run_stage(r, stage, data_root=root, progress=not no_progress)

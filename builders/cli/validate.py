@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import click
+
+from builders.cli import cli, resolve_recipe_path
+from builders.recipe import load_recipe
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True)
+def validate(recipes: tuple[str, ...]) -> None:
+    """Check RECIPES (names or paths) without calling any model.
+
+    Checks the schema (unknown keys, types), model references, providers, prompt templates and
+    their placeholders, the source file and columns, and that API keys are set.
+    """
+    for name in recipes:
+        recipe = load_recipe(resolve_recipe_path(name), check_keys=True)
+        click.echo(f"{recipe.path}: ok")

@@ -1,0 +1,33 @@
+"""Builder: verdicts -> `dpo` pairs (pure). Best vs each rejected, or best vs worst (`export.pairing`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builders.preferences import preferences
+from builders.recipe import Recipe
+from builders.tables import DPO, content_id, frame, write_table
+
+READS = ("items", "candidates", "verdicts")
+WRITES = ("dpo",)
+
+
+def build(recipe: Recipe, data_dir: Path, **_) -> None:
+    rows = []
+    for p in preferences(recipe, data_dir):
+        rejected = p.rejected[-1:] if recipe.export.pairing == "best_vs_worst" else p.rejected
+        for r in rejected:
+            c = p.chosen
+            rows.append({
+                "pair_id": content_id(c["candidate_id"], r["candidate_id"]),
+                "item_id": p.item_id,
+                "prompt": p.prompt,
+                "chosen": c["response"],
+                "rejected": r["response"],
+                "chosen_id": c["candidate_id"],
+                "rejected_id": r["candidate_id"],
+                "chosen_score": c["score"],
+                "rejected_score": r["score"],
+                "margin": c["score"] - r["score"],
+            })
+    write_table(DPO, frame(DPO, rows), data_dir)

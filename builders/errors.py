@@ -1,0 +1,30 @@
+"""Errors a user can act on. The CLI prints them as one line and exits 1; anything else is a bug."""
+
+
+class BuildError(Exception):
+    """Base class for every error the user can act on."""
+
+
+class RecipeError(BuildError):
+    """A recipe or its inputs are wrong. Deterministic: found before any LLM call, never retried."""
+
+
+class MissingKeyError(BuildError):
+    """A provider needs an API key that is not in the environment."""
+
+    def __init__(self, variable: str, model: str):
+        self.variable = variable
+        super().__init__(f"model '{model}' needs an API key: set the environment variable {variable}")
+
+
+class ProviderError(BuildError):
+    """A provider call failed. `retryable` errors are retried with backoff, the rest fail the stage."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class TableError(BuildError):
+    """A table violates its declared schema or primary key, or a stage's input table is missing."""

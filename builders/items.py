@@ -1,0 +1,42 @@
+"""Builder: source dataset -> `items` (one row per distinct prompt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from builders.errors import RecipeError
+from builders.recipe import Recipe
+from builders.sources import prompt_text, read_source
+from builders.tables import ITEMS, content_id, frame, write_table
+
+READS: tuple[str, ...] = ()
+WRITES = ("items",)
+
+
+def build(recipe: Recipe, data_dir: Path, **_) -> None:
+    s = recipe.source
+    df = read_source(recipe).with_row_index("source_row")
+    if s.sample is not None and s.sample < df.height:
+        df = df.sample(n=s.sample, seed=s.seed, shuffle=False).sort("source_row")
+    rows, seen = [], set()
+    for row in df.iter_rows(named=True):
+        prompt = prompt_text(row[s.prompt_column])
+        if prompt is None or not prompt.strip():
+            raise RecipeError(
+                f"source row {row['source_row']}: column '{s.prompt_column}' holds no prompt text "
+                "(expected a string or a list of chat messages with a user turn)"
+            )
+        item_id = content_id(prompt)
+        if item_id in seen:
+            continue
+        seen.add(item_id)
+        source_id = row[s.id_column] if s.id_column else None
+        rows.append({
+            "item_id": item_id,
+            "prompt": prompt,
+            "source_row": row["source_row"],
+            "source_id": None if source_id is None else str(source_id),
+        })
+    write_table(ITEMS, frame(ITEMS, rows), data_dir)

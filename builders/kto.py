@@ -1,0 +1,28 @@
+"""Builder: verdicts -> `kto` examples (pure). The chosen answer is desirable, each rejected one not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builders.preferences import preferences
+from builders.recipe import Recipe
+from builders.tables import KTO, content_id, frame, write_table
+
+READS = ("items", "candidates", "verdicts")
+WRITES = ("kto",)
+
+
+def build(recipe: Recipe, data_dir: Path, **_) -> None:
+    rows = []
+    for p in preferences(recipe, data_dir):
+        for c, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]:
+            rows.append({
+                "example_id": content_id(c["candidate_id"]),
+                "item_id": p.item_id,
+                "prompt": p.prompt,
+                "completion": c["response"],
+                "label": label,
+                "candidate_id": c["candidate_id"],
+                "score": c["score"],
+            })
+    write_table(KTO, frame(KTO, rows), data_dir)

@@ -1,0 +1,67 @@
+"""A persistent, content-addressed response cache (SQLite).
+
+The key is a hash of everything that changes what a model writes: provider, model id, messages,
+sampling parameters, output grammar and sample index. Timeouts, retries, concurrency and base URLs
+are left out, so changing them never invalidates a finished call. Each answer is committed as soon
+as it arrives: a killed build loses no paid call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from builders.llm.types import Completion, Message
+
+DEFAULT_DIR = Path(".cache") / "llm"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FELLOWSHIP_CACHE_DIR", DEFAULT_DIR))
+
+
+def cache_key(
+    *, provider: str, model: str, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int
+) -> str:
+    payload = {
+        "provider": provider,
+        "model": model,
+        "messages": messages,
+        "sampling": sampling,
+        "grammar": grammar,
+        "sample_index": sample_index,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, directory: Path | str | None = None):
+        directory = Path(directory) if directory is not None else default_cache_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "responses.sqlite"
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("pragma journal_mode=wal")
+        self._db.execute("pragma synchronous=normal")
+        self._db.execute(
+            "create table if not exists responses (key text primary key, completion text not null, latency_s real not null)"
+        )
+
+    def get(self, key: str) -> tuple[Completion, float] | None:
+        row = self._db.execute("select completion, latency_s from responses where key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Completion(**json.loads(row[0])), row[1]
+
+    def put(self, key: str, completion: Completion, latency_s: float) -> None:
+        blob = json.dumps(completion.__dict__, ensure_ascii=False)
+        self._db.execute("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
+
+    def __len__(self) -> int:
+        return self._db.execute("select count(*) from responses").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

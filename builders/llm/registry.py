@@ -1,0 +1,73 @@
+"""Providers by name. Each entry imports its module only when a recipe uses it.
+
+The `fake` provider is registered here like the real ones, so tests exercise the same selection path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+from builders.errors import MissingKeyError
+from builders.recipe import ModelSpec, Recipe
+from builders.llm.types import Provider
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    factory: str  # "module:Class", imported lazily
+    key_env: str | None  # default environment variable holding the API key, None when no key is needed
+    needs_base_url: bool = False
+
+
+PROVIDERS: dict[str, ProviderEntry] = {
+    "openai": ProviderEntry("builders.llm.sdk:OpenAIProvider", "OPENAI_API_KEY"),
+    "together": ProviderEntry("builders.llm.sdk:TogetherProvider", "TOGETHER_API_KEY"),
+    "openai-compatible": ProviderEntry("builders.llm.sdk:OpenAICompatibleProvider", None, needs_base_url=True),
+    "local": ProviderEntry("builders.llm.local:LocalProvider", None),
+    "fake": ProviderEntry("builders.llm.fake:FakeProvider", None),
+}
+
+
+def used_models(recipe: Recipe) -> list[str]:
+    g = recipe.generation
+    names = [g.generator, *g.reviewers, *recipe.judge.models]
+    return list(dict.fromkeys(names))
+
+
+def key_variable(spec: ModelSpec) -> str | None:
+    return spec.api_key_env or PROVIDERS[spec.provider].key_env
+
+
+def provider_problems(recipe: Recipe) -> list[str]:
+    problems = []
+    for name, spec in recipe.models.items():
+        entry = PROVIDERS.get(spec.provider)
+        if entry is None:
+            problems.append(f"models.{name}.provider: unknown provider '{spec.provider}' (known: {', '.join(PROVIDERS)})")
+        elif entry.needs_base_url and not spec.base_url:
+            problems.append(f"models.{name}.base_url: the {spec.provider} provider needs a base_url")
+    return problems
+
+
+def key_problems(recipe: Recipe) -> list[str]:
+    problems = []
+    for name in used_models(recipe):
+        variable = key_variable(recipe.models[name])
+        if variable and not os.environ.get(variable):
+            problems.append(f"models.{name}: {MissingKeyError(variable, name)}")
+    return problems
+
+
+def create_provider(name: str, spec: ModelSpec) -> Provider:
+    """Instantiate the provider for recipe model `name`; the key comes from the environment only."""
+    entry = PROVIDERS[spec.provider]
+    api_key = None
+    variable = key_variable(spec)
+    if variable:
+        api_key = os.environ.get(variable)
+        if not api_key:
+            raise MissingKeyError(variable, name)
+    module, cls = entry.factory.split(":")
+    return getattr(importlib.import_module(module), cls)(spec, api_key=api_key)

@@ -1,0 +1,108 @@
+"""Providers that speak the chat-completions API through an official SDK: OpenAI, Together, and any
+OpenAI-compatible server (vLLM, Ollama, llama.cpp server) through the OpenAI SDK with a base URL.
+
+The SDKs' own retries are switched off: the engine retries, so that every attempt is counted and
+Retry-After is honoured the same way for every provider.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from types import ModuleType
+
+from builders.errors import ProviderError
+from builders.llm.types import Completion, Message
+from builders.recipe import ModelSpec
+
+RETRYABLE_STATUS = {408, 409, 425, 429}
+
+
+def retry_after(headers) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date), if present."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+class ChatSDKProvider:
+    sdk_name = "openai"
+    client_class = "AsyncOpenAI"
+    max_tokens_param = "max_tokens"
+
+    def __init__(self, spec: ModelSpec, *, api_key: str | None):
+        self.spec = spec
+        self.sdk: ModuleType = __import__(self.sdk_name)
+        kwargs = {"api_key": api_key or "unused", "max_retries": 0, "timeout": spec.timeout_s}
+        if spec.base_url:
+            kwargs["base_url"] = spec.base_url
+        self.client = getattr(self.sdk, self.client_class)(**kwargs)
+
+    def _params(self, sampling: dict) -> dict:
+        params = {"temperature": sampling["temperature"], self.max_tokens_param: sampling["max_tokens"]}
+        if sampling.get("top_p") is not None:
+            params["top_p"] = sampling["top_p"]
+        if sampling.get("seed") is not None:
+            params["seed"] = sampling["seed"]
+        return params
+
+    async def complete(
+        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+    ) -> Completion:
+        sdk = self.sdk
+        try:
+            response = await self.client.chat.completions.create(
+                model=self.spec.model, messages=messages, **self._params(sampling)
+            )
+        except sdk.APIStatusError as e:
+            status = e.status_code
+            retryable = status >= 500 or status in RETRYABLE_STATUS
+            raise ProviderError(f"HTTP {status}: {_short(e)}", retryable=retryable, retry_after=retry_after(e.response.headers)) from None
+        except sdk.APITimeoutError:
+            raise ProviderError("request timed out", retryable=True) from None
+        except sdk.APIConnectionError as e:
+            raise ProviderError(f"connection failed: {_short(e)}", retryable=True) from None
+        except (sdk.APIResponseValidationError, json.JSONDecodeError, ValueError) as e:
+            raise ProviderError(f"unreadable response body: {_short(e)}", retryable=True) from None
+        if not getattr(response, "choices", None):
+            raise ProviderError("response has no choices", retryable=True)
+        choice = response.choices[0]
+        text = choice.message.content if choice.message is not None else None
+        usage = response.usage
+        return Completion(
+            text=text or "",
+            tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
+            tokens_out=getattr(usage, "completion_tokens", 0) or 0,
+            finish_reason=choice.finish_reason,
+        )
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+class OpenAIProvider(ChatSDKProvider):
+    max_tokens_param = "max_completion_tokens"
+
+
+class OpenAICompatibleProvider(ChatSDKProvider):
+    pass
+
+
+class TogetherProvider(ChatSDKProvider):
+    sdk_name = "together"
+    client_class = "AsyncTogether"

@@ -1,0 +1,39 @@
+"""Values passed between the engine and providers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a provider returns for one call."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatResponse:
+    """What the engine returns: the completion plus what it cost and whether the cache answered."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_s: float
+    cached: bool
+    finish_reason: str | None = None
+
+
+class Provider(Protocol):
+    """One configured model endpoint. `complete` raises ProviderError on failure."""
+
+    async def complete(
+        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+    ) -> Completion: ...

@@ -1,0 +1,210 @@
+"""The recipe: a pydantic model tree (unknown keys forbidden) and `load_recipe`, which checks it all.
+
+`load_recipe` reports every problem at once, one line each, as `recipes/x.yaml: judge.models[1]: ...`,
+before any table is read or any LLM is called. Paths inside a recipe are relative to the recipe file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from builders.errors import RecipeError
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(Strict):
+    input: float = Field(0.0, ge=0, description="US dollars per million prompt tokens")
+    output: float = Field(0.0, ge=0, description="US dollars per million completion tokens")
+
+
+class ModelSpec(Strict):
+    provider: str = Field(description="registry name: openai, together, openai-compatible, local or fake")
+    model: str = Field(description="the provider's model id; for `local`, `default` or a path to a GGUF file")
+    base_url: str | None = Field(None, description="endpoint for openai-compatible servers (or to override openai/together)")
+    api_key_env: str | None = Field(None, description="environment variable holding the key, if not the provider's default")
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = Field(0, description="sampling seed, where the provider supports one")
+    concurrency: int = Field(8, ge=1, description="calls in flight at once for this model")
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0, description="retries on 429, 5xx, timeouts, dropped connections and broken bodies")
+    context_tokens: int = Field(4096, ge=256, description="`local` only: the model's context window")
+    price: Price = Price()
+
+    def sampling(self) -> dict:
+        """The parameters that change what the model writes (and so key the cache)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+class Source(Strict):
+    path: str | None = Field(None, description="local Parquet, JSONL, CSV file or `save_to_disk` folder")
+    dataset: str | None = Field(None, description="Hugging Face Hub dataset id (instead of `path`)")
+    config: str | None = Field(None, description="Hub dataset configuration")
+    split: str = "train"
+    prompt_column: str = Field("prompt", description="column with the prompt: text, or chat messages")
+    id_column: str | None = Field(None, description="column with the source's own row id")
+    sample: int | None = Field(None, ge=1, description="take this many prompts (seeded); all when unset")
+    seed: int = 0
+
+
+class Generation(Strict):
+    workflow: Literal["single", "feedback"]
+    generator: str
+    reviewers: list[str] = []
+    iterations: int = Field(3, ge=1, description="feedback: answers written (first + revisions); single: samples")
+    system_prompt: str | None = Field(None, description="template file for the generator's system prompt")
+    revise_prompt: str = "prompts/generator/revise_single.txt"
+    revise_multi_prompt: str = "prompts/generator/revise_multi.txt"
+    reviewer_system_prompt: str = "prompts/reviewer/system.txt"
+    reviewer_user_prompt: str = "prompts/reviewer/user.txt"
+
+
+class Judge(Strict):
+    mode: Literal["judge"] = "judge"
+    models: list[str] = Field(min_length=1, max_length=1, description="the judge (one model in `judge` mode)")
+    strategy: Literal["combined"] = "combined"
+    scale: Literal[5, 10, 100] = 10
+    system_prompt: str = "prompts/judge/combined_system.txt"
+    user_prompt: str = "prompts/judge/combined_user.txt"
+    max_parse_failure_rate: float = Field(0.1, ge=0, le=1, description="share of unparseable judge calls that fails the stage")
+    tie_policy: Literal["drop", "later_iteration", "earlier_iteration"] = Field(
+        "drop", description="when several candidates share the best score: drop the item, or prefer the later/earlier one"
+    )
+    min_scored: int = Field(2, ge=2, description="an item needs this many scored candidates for a verdict")
+
+
+class Export(Strict):
+    pairing: Literal["best_vs_rejected", "best_vs_worst"] = "best_vs_rejected"
+    min_margin: float = Field(0.0, ge=0, description="a pair needs chosen - rejected score above or at this margin")
+    hub_repo: str | None = None
+
+
+class Recipe(Strict):
+    schema_version: Literal[1] = 1
+    name: str
+    description: str = ""
+    source: Source
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    generation: Generation
+    judge: Judge
+    export: Export = Export()
+
+    _path: Path = PrivateAttr(default=Path("recipe.yaml"))
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError(f"'{v}' is not a slug of lower-case letters, digits and dashes")
+        return v
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def resolve(self, relative: str) -> Path:
+        """A path written in the recipe, relative to the recipe file's folder."""
+        return (self._path.parent / relative).resolve()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_problems(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{_loc(e['loc'])}: {msg}")
+    return problems
+
+
+def _reference_problems(recipe: Recipe) -> list[str]:
+    known = ", ".join(recipe.models)
+    problems = []
+
+    def ref(where: str, name: str) -> None:
+        if name not in recipe.models:
+            problems.append(f"{where}: unknown model '{name}' (known: {known})")
+
+    g = recipe.generation
+    ref("generation.generator", g.generator)
+    for i, r in enumerate(g.reviewers):
+        ref(f"generation.reviewers[{i}]", r)
+    for i, m in enumerate(recipe.judge.models):
+        ref(f"judge.models[{i}]", m)
+    if g.workflow == "feedback" and not g.reviewers:
+        problems.append("generation.reviewers: the feedback workflow needs at least one reviewer")
+    if g.workflow == "single" and g.reviewers:
+        problems.append("generation.reviewers: the single workflow takes no reviewers")
+    gen = recipe.models.get(g.generator)
+    if g.workflow == "single" and g.iterations > 1 and gen is not None and gen.temperature == 0:
+        problems.append(
+            f"generation.iterations: {g.iterations} samples at temperature 0 would be identical; "
+            f"set models.{g.generator}.temperature above 0 or iterations to 1"
+        )
+    if g.workflow == "feedback" and g.iterations < 2:
+        problems.append("generation.iterations: the feedback workflow needs at least 2 (an answer and a revision)")
+    s = recipe.source
+    if (s.path is None) == (s.dataset is None):
+        problems.append("source: give exactly one of `path` (local file) or `dataset` (Hub id)")
+    return problems
+
+
+def parse_recipe(path: Path) -> Recipe:
+    """Schema and cross-reference checks only (no files other than the recipe are opened)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{path}: {where}malformed YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (source, models, generation, judge, export)")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError("\n".join(f"{path}: {p}" for p in _pydantic_problems(err))) from None
+    recipe._path = path
+    problems = _reference_problems(recipe)
+    if recipe.name != path.stem:
+        problems.append(f"name: '{recipe.name}' must equal the file name '{path.stem}'")
+    if problems:
+        raise RecipeError("\n".join(f"{path}: {p}" for p in problems))
+    return recipe
+
+
+def load_recipe(path: Path | str, *, check_keys: bool = False) -> Recipe:
+    """Load and check a recipe: schema, model references, prompt templates, source, and optionally API keys."""
+    from builders import prompts, sources  # late: both import this module's types
+    from builders.llm.registry import key_problems, provider_problems
+
+    path = Path(path)
+    recipe = parse_recipe(path)
+    problems = provider_problems(recipe) + prompts.template_problems(recipe) + sources.source_problems(recipe)
+    if check_keys:
+        problems += key_problems(recipe)
+    if problems:
+        raise RecipeError("\n".join(f"{path}: {p}" for p in problems))
+    return recipe

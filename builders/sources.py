@@ -1,0 +1,97 @@
+"""Reading a recipe's source: local Parquet/JSONL/CSV files, `save_to_disk` folders, or Hub datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from builders.errors import RecipeError
+from builders.recipe import Recipe
+
+SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+
+
+def _read_file(path: Path) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pl.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return pl.read_ndjson(path, infer_schema_length=None)
+    if suffix == ".json":
+        return pl.read_json(path, infer_schema_length=None)
+    if suffix == ".csv":
+        return pl.read_csv(path, infer_schema_length=None)
+    raise RecipeError(f"source.path: cannot read {path} (expected one of {', '.join(SUFFIXES)} or a save_to_disk folder)")
+
+
+def _read_local(recipe: Recipe) -> pl.DataFrame:
+    path = recipe.resolve(recipe.source.path)
+    if path.is_file():
+        return _read_file(path)
+    if path.is_dir():
+        if _is_saved_dataset(path):
+            import datasets
+
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if recipe.source.split not in ds:
+                    raise RecipeError(f"source.split: '{recipe.source.split}' not in {path} (splits: {', '.join(ds)})")
+                ds = ds[recipe.source.split]
+            return ds.to_polars()
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        if not files:
+            raise RecipeError(f"source.path: folder {path} holds no {', '.join(SUFFIXES)} files")
+        return pl.concat([_read_file(p) for p in files], how="diagonal_relaxed")
+    raise RecipeError(f"source.path: {path} does not exist")
+
+
+def _read_hub(recipe: Recipe) -> pl.DataFrame:
+    import datasets
+
+    s = recipe.source
+    try:
+        ds = datasets.load_dataset(s.dataset, s.config, split=s.split)
+    except Exception as e:  # the Hub client raises many types; all mean the same to the user
+        raise RecipeError(f"source.dataset: cannot load '{s.dataset}' split '{s.split}': {e}".splitlines()[0]) from None
+    return ds.to_polars()
+
+
+def read_source(recipe: Recipe) -> pl.DataFrame:
+    """The whole source table, checked to hold the prompt (and id) columns and at least one row."""
+    s = recipe.source
+    df = _read_local(recipe) if s.path is not None else _read_hub(recipe)
+    where = s.path or s.dataset
+    for key in ("prompt_column", "id_column"):
+        col = getattr(s, key)
+        if col is not None and col not in df.columns:
+            raise RecipeError(f"source.{key}: column '{col}' not in {where} (columns: {', '.join(df.columns)})")
+    if df.height == 0:
+        raise RecipeError(f"source: {where} has no rows")
+    return df
+
+
+def source_problems(recipe: Recipe) -> list[str]:
+    """Problems visible without reading a Hub dataset: a missing file, column, or an empty file."""
+    if recipe.source.path is None:
+        return []
+    try:
+        read_source(recipe)
+    except RecipeError as e:
+        return [str(e)]
+    return []
+
+
+def prompt_text(value: object) -> str | None:
+    """A prompt cell as text: plain text, or the first user turn of a list of chat messages."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        for message in value:
+            if isinstance(message, dict) and message.get("role") == "user" and isinstance(message.get("content"), str):
+                return message["content"]
+    return None

@@ -1,0 +1,63 @@
+"""The pipeline's stages, in order: one builder module per table, each declaring what it reads and writes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+from builders import candidates, dpo, items, kto, scores, verdicts
+from builders.llm.engine import Engine
+from builders.llm.types import Provider
+from builders.recipe import Recipe
+from builders.tables import TABLES
+
+log = logging.getLogger(__name__)
+
+STAGES: dict[str, ModuleType] = {
+    "items": items,
+    "candidates": candidates,
+    "scores": scores,
+    "verdicts": verdicts,
+    "dpo": dpo,
+    "kto": kto,
+}
+LLM_STAGES = ("candidates", "scores")
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("FELLOWSHIP_DATA_DIR", "data"))
+
+
+def run_stage(
+    recipe: Recipe,
+    stage: str,
+    *,
+    data_root: Path | None = None,
+    providers: dict[str, Provider] | None = None,
+    progress: bool = True,
+) -> Engine | None:
+    """Build one stage's table(s) for `recipe` under `data_root/<recipe name>/`."""
+    data_dir = (data_root or default_data_root()) / recipe.name
+    module = STAGES[stage]
+    started = time.perf_counter()
+    engine = None
+    if stage in LLM_STAGES:
+        engine = Engine(recipe, providers=providers, progress=progress)
+        module.build(recipe, data_dir, engine=engine)
+    else:
+        module.build(recipe, data_dir)
+    elapsed = time.perf_counter() - started
+    written = ", ".join(f"{t} ({_rows(TABLES[t].path(data_dir))} rows)" for t in module.WRITES)
+    usage = f"; {engine.usage.summary()}" if engine else ""
+    print(f"{recipe.name}: {stage}: wrote {written} in {elapsed:.1f}s{usage}", file=sys.stderr)
+    return engine
+
+
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows

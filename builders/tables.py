@@ -1,0 +1,212 @@
+"""Every table's schema, grain, primary key and column docs, and the only code that reads or writes them.
+
+Schemas are declared here, never inferred from data. `write_table` checks a frame against its
+schema and primary key and replaces the file atomically, so a killed build never leaves half a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from builders.errors import TableError
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType
+    doc: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    grain: str
+    primary_key: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+    def path(self, data_dir: Path | str) -> Path:
+        return Path(data_dir) / f"{self.name}.parquet"
+
+
+def _usage(what: str) -> tuple[Column, ...]:
+    return (
+        Column("tokens_in", pl.Int64, f"prompt tokens of {what}"),
+        Column("tokens_out", pl.Int64, f"completion tokens of {what}"),
+        Column("cost_usd", pl.Float64, f"cost of {what} in US dollars, from the recipe's model prices"),
+        Column("latency_s", pl.Float64, f"wall time of {what} when it was made, in seconds"),
+        Column("cached", pl.Boolean, f"true when {what} was answered from the response cache in this build"),
+    )
+
+
+ITEMS = Table(
+    "items",
+    "one row per source prompt (duplicates dropped)",
+    ("item_id",),
+    (
+        Column("item_id", pl.String, "content hash of the prompt"),
+        Column("prompt", pl.String, "the user prompt (first user turn when the source holds chat messages)"),
+        Column("source_row", pl.Int64, "0-based row number in the source"),
+        Column("source_id", pl.String, "the source's own id (`source.id_column`), if any", nullable=True),
+    ),
+)
+
+CANDIDATES = Table(
+    "candidates",
+    "one row per generated response: item x workflow x iteration",
+    ("candidate_id",),
+    (
+        Column("candidate_id", pl.String, "hash of item, workflow, generator, reviewers and iteration"),
+        Column("item_id", pl.String, "the prompt this answers"),
+        Column("workflow", pl.String, "`single` or `feedback`"),
+        Column("generator", pl.String, "recipe name of the generating model"),
+        Column("generator_model", pl.String, "provider/model id of the generator"),
+        Column("reviewers", pl.List(pl.String), "recipe names of the reviewers (empty for `single`)"),
+        Column("iteration", pl.Int64, "1 for the first answer, k for the (k-1)th revision"),
+        Column("response", pl.String, "the generated response"),
+        Column("feedback", pl.String, "the reviewers' feedback that led to this revision (null for iteration 1)", nullable=True),
+        Column("review", pl.String, "the reviewers' full reviews of this response (null when not reviewed)", nullable=True),
+        Column("review_score", pl.Float64, "mean reviewer score of this response out of 10 (null when not reviewed or unparseable)", nullable=True),
+        *_usage("the generator call"),
+        Column("review_tokens_in", pl.Int64, "prompt tokens of the reviewer calls on this response"),
+        Column("review_tokens_out", pl.Int64, "completion tokens of the reviewer calls on this response"),
+        Column("review_cost_usd", pl.Float64, "cost of the reviewer calls on this response"),
+    ),
+)
+
+SCORES = Table(
+    "scores",
+    "one row per judge call outcome for one candidate in one presentation order",
+    ("score_id",),
+    (
+        Column("score_id", pl.String, "hash of call_id and candidate"),
+        Column("call_id", pl.String, "the judge call (one call scores all candidates it shows); usage columns repeat per call"),
+        Column("item_id", pl.String, "the prompt"),
+        Column("candidate_id", pl.String, "the candidate scored"),
+        Column("judge", pl.String, "recipe name of the judge model"),
+        Column("judge_model", pl.String, "provider/model id of the judge"),
+        Column("strategy", pl.String, "`combined`: all candidates in one conversation"),
+        Column("scale", pl.Int64, "maximum score (5, 10 or 100)"),
+        Column("position", pl.Int64, "0-based place of the candidate in the judge's prompt (0 = Assistant A)"),
+        Column("score", pl.Float64, "parsed score, null when the output could not be parsed", nullable=True),
+        Column("raw", pl.String, "the judge's last answer, verbatim"),
+        Column("parse_error", pl.String, "why no score could be read (null when parsed)", nullable=True),
+        Column("attempts", pl.Int64, "1, or 2 when the judge was asked once more for the required format"),
+        *_usage("the judge call (all attempts)"),
+    ),
+)
+
+VERDICTS = Table(
+    "verdicts",
+    "one row per item after aggregating its scores",
+    ("item_id",),
+    (
+        Column("item_id", pl.String, "the prompt"),
+        Column("n_candidates", pl.Int64, "candidates generated for the item"),
+        Column("n_scored", pl.Int64, "candidates with at least one parsed score"),
+        Column("ranking", pl.List(pl.String), "scored candidate ids, best first"),
+        Column("ranking_scores", pl.List(pl.Float64), "aggregate score of each candidate in `ranking`"),
+        Column("chosen_id", pl.String, "the chosen (best) candidate, null when no choice could be made", nullable=True),
+        Column("chosen_score", pl.Float64, "aggregate score of the chosen candidate", nullable=True),
+        Column("is_tie", pl.Boolean, "true when several candidates share the best score"),
+        Column("status", pl.String, "`ok`, `tie_dropped` or `too_few_scored`: why a choice was or was not made"),
+    ),
+)
+
+DPO = Table(
+    "dpo",
+    "one row per preference pair (TRL's explicit-prompt preference format)",
+    ("pair_id",),
+    (
+        Column("pair_id", pl.String, "hash of the chosen and rejected candidate ids"),
+        Column("item_id", pl.String, "the prompt's item"),
+        Column("prompt", pl.String, "the prompt"),
+        Column("chosen", pl.String, "the preferred response"),
+        Column("rejected", pl.String, "the dispreferred response"),
+        Column("chosen_id", pl.String, "candidate id of `chosen`"),
+        Column("rejected_id", pl.String, "candidate id of `rejected`"),
+        Column("chosen_score", pl.Float64, "aggregate judge score of `chosen`"),
+        Column("rejected_score", pl.Float64, "aggregate judge score of `rejected`"),
+        Column("margin", pl.Float64, "chosen_score - rejected_score"),
+    ),
+)
+
+KTO = Table(
+    "kto",
+    "one row per labelled completion (TRL's unpaired preference format)",
+    ("example_id",),
+    (
+        Column("example_id", pl.String, "hash of the candidate id"),
+        Column("item_id", pl.String, "the prompt's item"),
+        Column("prompt", pl.String, "the prompt"),
+        Column("completion", pl.String, "the response"),
+        Column("label", pl.Boolean, "true for the chosen response, false for a rejected one"),
+        Column("candidate_id", pl.String, "candidate id of `completion`"),
+        Column("score", pl.Float64, "aggregate judge score of `completion`"),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (ITEMS, CANDIDATES, SCORES, VERDICTS, DPO, KTO)}
+
+
+def content_id(*parts: object) -> str:
+    """A stable 16-hex-digit id from any JSON-serialisable parts."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def frame(table: Table, rows: list[dict]) -> pl.DataFrame:
+    """Rows as a frame with the table's declared schema (never inferred)."""
+    return pl.DataFrame(rows, schema=table.schema, orient="row") if rows else pl.DataFrame(schema=table.schema)
+
+
+def check(table: Table, df: pl.DataFrame) -> None:
+    """Raise TableError unless `df` has exactly the table's columns, dtypes, nulls and a unique key."""
+    expected, actual = table.schema, df.schema
+    if list(actual) != list(expected):
+        missing = [c for c in expected if c not in actual]
+        extra = [c for c in actual if c not in expected]
+        raise TableError(f"table {table.name}: columns differ from its schema (missing {missing}, extra {extra})")
+    for name, dtype in expected.items():
+        if actual[name] != dtype:
+            raise TableError(f"table {table.name}: column {name} is {actual[name]}, expected {dtype}")
+    for col in table.columns:
+        if not col.nullable and df[col.name].null_count():
+            raise TableError(f"table {table.name}: column {col.name} has {df[col.name].null_count()} null values")
+    dupes = df.select(table.primary_key).is_duplicated()
+    if dupes.any():
+        first = df.filter(dupes).row(0, named=True)
+        key = {k: first[k] for k in table.primary_key}
+        raise TableError(f"table {table.name}: duplicate primary key {key}")
+
+
+def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
+    """Check `df` and write it to `data_dir/<table>.parquet`, atomically, sorted by primary key."""
+    check(table, df)
+    path = table.path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    df.sort(table.primary_key).write_parquet(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:
+    """Read a table written by an earlier stage; a missing one names the stage to run."""
+    path = table.path(data_dir)
+    if not path.exists():
+        raise TableError(f"{path} does not exist: run the `{table.name}` stage first")
+    df = pl.read_parquet(path)
+    check(table, df)
+    return df
