@@ -17,7 +17,7 @@ from builders.prompts import count_word, render
 from builders.recipe import Recipe
 
 OVERALL = re.compile(r"Overall\s+Score[\s*_:#\-]*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?", re.IGNORECASE)
-FEEDBACK = re.compile(r"#+\s*\**Feedback\**\s*:?\**(.*)", re.IGNORECASE | re.DOTALL)
+FEEDBACK = re.compile(r"^[ \t]*(?:#+[ \t]*)?\**Feedback\**[ \t]*:?[ \t]*\**(.*)", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 
 REVIEW_GRAMMAR = (
     'root ::= "### Evaluation: " text "\\n### Overall Score: " score "/10\\n### Feedback: " text\n'

@@ -25,7 +25,8 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
         prompt = prompt_text(row[s.prompt_column])
         if prompt is None or not prompt.strip():
             raise RecipeError(
-                f"source row {row['source_row']}: column '{s.prompt_column}' holds no prompt text "
+                f"{recipe.path}: source row {row['source_row']} of {s.path or s.dataset}: "
+                f"column '{s.prompt_column}' holds no prompt text "
                 "(expected a string or a list of chat messages with a user turn)"
             )
         item_id = content_id(prompt)

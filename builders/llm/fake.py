@@ -7,7 +7,8 @@ Models:
   all work with it, so a whole recipe runs offline and reproducibly.
 - `fake/echo`: returns the last user message.
 - `fake/garbage`: returns text no judge or reviewer parser can read.
-- `fake/scripted`: returns the texts (or raises the exceptions) given as `script`, in order.
+- `fake/scripted`: returns the texts (or raises the exceptions) given as `script`, in order. A
+  provider built with a `script` (in tests, injected into a stage) is scripted whatever its model id.
 
 Every call is recorded in `calls` so tests can assert exactly what was sent.
 """
@@ -68,7 +69,7 @@ class FakeProvider:
         answer = {"auto": auto_answer, "echo": self._echo, "garbage": self._garbage, "scripted": self._scripted}
         if spec.model not in answer:
             raise BuildError(f"unknown fake model '{spec.model}' (known: {', '.join(answer)})")
-        self._answer = answer[spec.model]
+        self._answer = self._scripted if script is not None else answer[spec.model]
 
     @staticmethod
     def _echo(messages: list[Message], sample_index: int) -> str:

@@ -37,7 +37,8 @@ def used_models(recipe: Recipe) -> list[str]:
 
 
 def key_variable(spec: ModelSpec) -> str | None:
-    return spec.api_key_env or PROVIDERS[spec.provider].key_env
+    entry = PROVIDERS.get(spec.provider)
+    return spec.api_key_env or (entry.key_env if entry else None)
 
 
 def provider_problems(recipe: Recipe) -> list[str]:

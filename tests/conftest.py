@@ -1,0 +1,69 @@
+"""Shared fixtures: every test gets its own cache and data folders, no API keys and no retry waits."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_VARIABLES = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "HF_TOKEN")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/ from the current output")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("FELLOWSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FELLOWSHIP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FELLOWSHIP_RETRY_BASE_S", "0")
+    for variable in KEY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the recipes folder (prompts, sources, recipes) to edit freely."""
+    dest = tmp_path / "project"
+    shutil.copytree(ROOT / "recipes", dest / "recipes")
+    return dest
+
+
+def write_recipe(project: Path, name: str, text: str) -> Path:
+    path = project / "recipes" / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+TINY = """\
+schema_version: 1
+name: {name}
+source:
+  path: sources/capybara-demo.jsonl
+  prompt_column: prompt
+  id_column: prompt_id
+  sample: 4
+  seed: 1
+models:
+  writer: {{provider: {provider}, model: {model}{extra}}}
+  reviewer: {{provider: {provider}, model: {model}{extra}}}
+  judge: {{provider: {provider}, model: {model}{extra}}}
+generation:
+  workflow: feedback
+  generator: writer
+  reviewers: [reviewer]
+  iterations: 3
+judge:
+  models: [judge]
+  tie_policy: later_iteration
+export:
+  min_margin: 0
+"""
+
+
+def tiny_recipe(project: Path, name: str = "tiny", *, provider: str = "fake", model: str = "auto", extra: str = "") -> Path:
+    """A 4-prompt feedback-loop recipe in `project`, every role on one provider/model."""
+    return write_recipe(project, name, TINY.format(name=name, provider=provider, model=model, extra=extra))
