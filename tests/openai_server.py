@@ -2,29 +2,31 @@
 
     with FakeOpenAIServer() as server:
         ...  # point a model at base_url=server.base_url ("http://127.0.0.1:PORT/v1")
-        server.fail_next("429", "drop")  # the next two requests fail, the third is answered
+        server.fail_next(Fault("429", retry_after=0.3), "drop")  # the next two requests fail
         assert server.completed == 1
 
 Answers are deterministic: the text is `builders.llm.fake.auto_answer(messages)`, so judge and reviewer
-formats are answered the way the offline `fake/auto` provider answers them. Faults:
+formats are answered the way the offline `fake/auto` provider answers them. Any path ending in
+`/chat/completions` is served. Faults:
 
-- "429": HTTP 429 with a `Retry-After` header (`Fault("429", retry_after=0.3)`; default 0)
-- "500": HTTP 500 with an OpenAI-style error body
-- "400": HTTP 400 (not retryable)
+- "429": HTTP 429 with a `Retry-After` header (seconds, `Fault.retry_after`)
+- "500" / "400": HTTP 500 (retryable) / 400 (not retryable) with an OpenAI-style error body
 - "broken-json": HTTP 200 whose JSON body is cut in half
 - "drop": the connection is closed without any answer
 
 Scripted faults (`fail_next`) apply to the next requests in arrival order. In rate mode
-(`fault_rates={"500": 0.05, "drop": 0.02}, seed=0`) each request draws a fault from a hash of the seed,
-its body and how many times that body was seen before, so the same build meets the same faults
-whatever the order its requests arrive in. `delay_s` waits before every answer.
+(`fault_rates={"500": 0.05, "drop": 0.02}, seed=0`) a request's fault is drawn from a hash of the seed,
+its body and how many times that body was seen before, so a build meets the same faults whatever
+order its requests arrive in. `delay_s` waits before every answer.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -49,25 +51,21 @@ class Fault:
 class FakeOpenAIServer:
     def __init__(self, *, delay_s: float = 0.0, fault_rates: dict[str, float] | None = None, seed: int = 0):
         self.delay_s = delay_s
-        self.fault_rates = dict(fault_rates or {})
-        for kind in self.fault_rates:
-            Fault(kind)  # validates the name
+        self.fault_rates = {Fault(kind).kind: rate for kind, rate in (fault_rates or {}).items()}
         if sum(self.fault_rates.values()) > 1:
             raise ValueError("fault rates add up to more than 1")
         self.seed = seed
-        self.requests: list[dict] = []  # every request: {"path", "headers" (lower-case names), "json"}
-        self.completed = 0  # successful (200, whole body) answers sent
+        self.requests: list[dict] = []  # every request: path, headers (lower-case names), json, time (monotonic)
+        self.completed = 0  # whole 200 answers sent
+        self.in_flight = 0  # requests received and not yet answered
         self.faults_sent: Counter[str] = Counter()
         self._script: deque[Fault] = deque()
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- control -------------------------------------------------------------------------------
 
     def fail_next(self, *faults: str | Fault) -> None:
-        """Queue faults for the next requests, one fault per request, in order."""
+        """Queue faults for the next requests, one per request, in order."""
         with self._lock:
             self._script.extend(f if isinstance(f, Fault) else Fault(f) for f in faults)
 
@@ -76,32 +74,18 @@ class FakeOpenAIServer:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def start(self) -> FakeOpenAIServer:
-        server = self
-
-        class Handler(_Handler):
-            fake = server
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
+    def __enter__(self) -> FakeOpenAIServer:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, name="fake-openai", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join()
-            self._httpd = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
     def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # -- behaviour -----------------------------------------------------------------------------
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
 
     def _next_fault(self, raw_body: bytes) -> Fault | None:
         with self._lock:
@@ -121,6 +105,14 @@ class FakeOpenAIServer:
         return None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # a client that went away is no error here
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def completion_body(request: dict) -> dict:
     """A chat.completion object answering `request` (a parsed chat-completions request body)."""
     messages = request.get("messages") or []
@@ -133,14 +125,9 @@ def completion_body(request: dict) -> dict:
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": request.get("model", "unknown"),
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
     }
 
 
@@ -148,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like real servers
     fake: FakeOpenAIServer
 
-    def log_message(self, *args) -> None:  # quiet
+    def log_message(self, *args) -> None:
         pass
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -173,28 +160,40 @@ class _Handler(BaseHTTPRequestHandler):
             parsed = None
         fake = self.fake
         with fake._lock:
-            fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": parsed})
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            return self._error(404, f"no route {self.path}")
-        if not isinstance(parsed, dict):
-            return self._error(400, "request body is not a JSON object")
-        fault = fake._next_fault(raw)
-        if fake.delay_s:
-            time.sleep(fake.delay_s)
-        if fault is not None:
-            with fake._lock:
-                fake.faults_sent[fault.kind] += 1
-        kind = fault.kind if fault else None
-        if kind == "drop":
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-        elif kind == "429":
-            self._error(429, "rate limited", {"Retry-After": f"{fault.retry_after:g}"})
-        elif kind in ("500", "400"):
-            self._error(int(kind), f"fake HTTP {kind}")
-        else:
-            body = json.dumps(completion_body(parsed)).encode()
-            self._send(200, body[: len(body) // 2] if kind == "broken-json" else body)
-            if kind is None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            fake.requests.append({"path": self.path, "headers": headers, "json": parsed, "time": time.monotonic()})
+            fake.in_flight += 1
+        try:
+            if self._answer(fake, raw, parsed):
                 with fake._lock:
                     fake.completed += 1
+        finally:
+            with fake._lock:
+                fake.in_flight -= 1
+
+    def _answer(self, fake: FakeOpenAIServer, raw: bytes, parsed) -> bool:
+        """Answer or fail one request; True when a whole 200 answer was sent."""
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._error(404, f"no route {self.path}")
+            return False
+        if not isinstance(parsed, dict):
+            self._error(400, "request body is not a JSON object")
+            return False
+        fault = fake._next_fault(raw)
+        time.sleep(fake.delay_s)
+        if fault is None:
+            self._send(200, json.dumps(completion_body(parsed)).encode())
+            return True
+        with fake._lock:
+            fake.faults_sent[fault.kind] += 1
+        if fault.kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif fault.kind == "429":
+            self._error(429, "rate limited", {"Retry-After": f"{fault.retry_after:g}"})
+        elif fault.kind == "broken-json":
+            body = json.dumps(completion_body(parsed)).encode()
+            self._send(200, body[: len(body) // 2])
+        else:
+            self._error(int(fault.kind), f"fake HTTP {fault.kind}")
+        return False

@@ -119,7 +119,8 @@ class Engine:
                 error = e
             if not error.retryable or attempt == spec.max_retries:
                 raise ProviderError(
-                    f"model '{model}' ({spec.provider}/{spec.model}): {error} (after {attempt + 1} attempts)",
+                    f"model '{model}' ({spec.provider}/{spec.model}): {error} "
+                    f"(after {attempt + 1} attempt{'s' if attempt else ''})",
                     retryable=False,
                 ) from error
             backoff = min(60.0, _retry_base() * 2**attempt) * (0.5 + random.random() / 2)

@@ -135,10 +135,10 @@ class LocalProvider:
         self.spec = spec
         self.path = resolve_model(spec.model)
 
-    def _complete(self, messages: list[Message], sampling: dict, grammar: str | None) -> Completion:
+    def _complete(self, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int) -> Completion:
         from llama_cpp import LlamaGrammar
 
-        seed = sampling["seed"] if sampling["seed"] is not None else 0
+        seed = (sampling["seed"] if sampling["seed"] is not None else 0) + sample_index
         llm, lock, keeps_system = load(self.path, self.spec.context_tokens, seed)
         if not keeps_system:
             messages = fold_system(messages)
@@ -166,4 +166,4 @@ class LocalProvider:
     async def complete(
         self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
     ) -> Completion:
-        return await asyncio.to_thread(self._complete, messages, sampling, grammar)
+        return await asyncio.to_thread(self._complete, messages, sampling, grammar, sample_index)

@@ -7,6 +7,7 @@ Retry-After is honoured the same way for every provider.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import time
@@ -35,8 +36,14 @@ def retry_after(headers) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 class ChatSDKProvider:
@@ -49,15 +56,19 @@ class ChatSDKProvider:
         self.sdk: ModuleType = __import__(self.sdk_name)
         kwargs = {"api_key": api_key or "unused", "max_retries": 0, "timeout": spec.timeout_s}
         if spec.base_url:
-            kwargs["base_url"] = spec.base_url
+            kwargs["base_url"] = self.base_url(spec.base_url)
         self.client = getattr(self.sdk, self.client_class)(**kwargs)
 
-    def _params(self, sampling: dict) -> dict:
+    @staticmethod
+    def base_url(url: str) -> str:
+        return url
+
+    def _params(self, sampling: dict, sample_index: int) -> dict:
         params = {"temperature": sampling["temperature"], self.max_tokens_param: sampling["max_tokens"]}
         if sampling.get("top_p") is not None:
             params["top_p"] = sampling["top_p"]
         if sampling.get("seed") is not None:
-            params["seed"] = sampling["seed"]
+            params["seed"] = sampling["seed"] + sample_index  # independent samples get their own seed
         return params
 
     async def complete(
@@ -66,7 +77,7 @@ class ChatSDKProvider:
         sdk = self.sdk
         try:
             response = await self.client.chat.completions.create(
-                model=self.spec.model, messages=messages, **self._params(sampling)
+                model=self.spec.model, messages=messages, **self._params(sampling, sample_index)
             )
         except sdk.APIStatusError as e:
             status = e.status_code
@@ -106,3 +117,9 @@ class OpenAICompatibleProvider(ChatSDKProvider):
 class TogetherProvider(ChatSDKProvider):
     sdk_name = "together"
     client_class = "AsyncTogether"
+
+    @staticmethod
+    def base_url(url: str) -> str:
+        """The Together SDK (2.x and later) appends `/v1/...` itself; accept URLs written either way."""
+        url = url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url

@@ -1,0 +1,67 @@
+"""Sources: every supported format becomes the same `items` table; chat messages give the user turn."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import polars as pl
+import pytest
+
+from builders.recipe import load_recipe
+from builders.stages import run_stage
+from builders.tables import ITEMS, read_table
+from conftest import tiny_recipe
+
+PROMPTS = ["Why is the sea salty?", "Name a prime number.", "Why is the sea salty?", "Define entropy."]
+
+
+def _build_items(project, source_yaml: str):
+    path = tiny_recipe(project)
+    text = path.read_text()
+    start, end = text.index("source:"), text.index("models:")
+    path.write_text(text[:start] + source_yaml + text[end:])
+    recipe = load_recipe(path)
+    run_stage(recipe, "items", progress=False)
+    return read_table(ITEMS, project.parent / "data" / "tiny")
+
+
+def _frame():
+    return pl.DataFrame({"id": [f"p{i}" for i in range(4)], "text": PROMPTS})
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_local_files(project, fmt):
+    target = project / "recipes" / "sources" / f"p.{fmt}"
+    df = _frame()
+    {"parquet": df.write_parquet, "jsonl": df.write_ndjson, "csv": df.write_csv}[fmt](target)
+    items = _build_items(project, f"source:\n  path: sources/p.{fmt}\n  prompt_column: text\n  id_column: id\n")
+    assert items.sort("source_row")["prompt"].to_list() == ["Why is the sea salty?", "Name a prime number.", "Define entropy."]
+    assert items.sort("source_row")["source_id"].to_list() == ["p0", "p1", "p3"]  # the repeated prompt is dropped
+
+
+def test_save_to_disk_folder_with_chat_messages(project):
+    messages = [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": p},
+                 {"role": "assistant", "content": "..."}] for p in PROMPTS]
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"messages": messages})}).save_to_disk(
+        str(project / "recipes" / "sources" / "saved"))
+    items = _build_items(project, "source:\n  path: sources/saved\n  split: train\n  prompt_column: messages\n")
+    assert sorted(items["prompt"]) == sorted(set(PROMPTS))
+
+
+def test_hub_style_dataset_id(project, tmp_path):
+    folder = tmp_path / "hub-dataset"
+    folder.mkdir()
+    _frame().write_parquet(folder / "train.parquet")
+    items = _build_items(project, f"source:\n  dataset: {folder}\n  split: train\n  prompt_column: text\n")
+    assert items.height == 3
+
+
+def test_seeded_sample_is_stable(project):
+    rows = [{"prompt": f"Question number {i}?"} for i in range(50)]
+    (project / "recipes" / "sources" / "many.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = "source:\n  path: sources/many.jsonl\n  sample: 5\n  seed: 3\n"
+    first = _build_items(project, source)["item_id"].to_list()
+    assert len(first) == 5 and _build_items(project, source)["item_id"].to_list() == first
+    other = _build_items(project, source.replace("seed: 3", "seed: 4"))["item_id"].to_list()
+    assert other != first

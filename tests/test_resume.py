@@ -1,0 +1,129 @@
+"""A build killed mid-stage resumes from the response cache: it writes no half table, the rerun pays only
+for the calls the killed build had not stored, and the result equals an uninterrupted build's.
+A finished build, run again, makes no request at all.
+
+The builds run as `fellowship build` subprocesses (they inherit FELLOWSHIP_CACHE_DIR / FELLOWSHIP_DATA_DIR
+from the autouse `isolated` fixture) against the fake OpenAI-compatible server in tests/openai_server.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+from conftest import tiny_recipe
+from openai_server import FakeOpenAIServer
+from polars.testing import assert_frame_equal
+
+from builders.llm.cache import ResponseCache
+from builders.tables import TABLES
+
+CONCURRENCY = 2
+MODELS_CALLED = 2  # the candidates stage calls the writer and the reviewer
+KILL_AFTER = 6  # completed answers before the kill; the uninterrupted candidates stage needs 20
+# Each prompt's 5 calls are sequential, so with 0.1 s per answer the stage takes at least 0.5 s: the kill
+# (at ~0.2 s) always lands mid-stage. The delay only widens that window; nothing asserts on timing.
+DELAY_S = 0.1
+VOLATILE = ("latency_s", "cached")  # columns that describe the run, not the data
+
+
+FELLOWSHIP = [shutil.which("fellowship")] if shutil.which("fellowship") else [
+    sys.executable, "-c", "from builders.cli import main; main()"]
+
+
+def fellowship(*args: str, env: dict | None = None, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([*FELLOWSHIP, *args], capture_output=True, text=True, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def wait_until(condition, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
+def read(table: str, data_dir: Path) -> pl.DataFrame:
+    df = pl.read_parquet(TABLES[table].path(data_dir))
+    return df.drop([c for c in VOLATILE if c in df.columns])
+
+
+def test_killed_build_resumes_without_paying_twice(project, tmp_path):
+    with FakeOpenAIServer(delay_s=DELAY_S) as server:
+        extra = f", base_url: '{server.base_url}', concurrency: {CONCURRENCY}"
+        recipe = str(tiny_recipe(project, provider="openai-compatible", model="gpt-test", extra=extra))
+
+        # The reference: an uninterrupted build in its own cache and data folders.
+        ref_env = {**os.environ, "FELLOWSHIP_CACHE_DIR": str(tmp_path / "ref-cache"),
+                   "FELLOWSHIP_DATA_DIR": str(tmp_path / "ref-data")}
+        fellowship("build", recipe, "--stage", "items", "--stage", "candidates", "--no-progress", env=ref_env, cwd=project)
+        uninterrupted = server.completed
+        assert uninterrupted == 20  # 4 prompts x (3 answers + 2 reviews)
+
+        # Build the items, then start the candidates stage and kill it part-way.
+        fellowship("build", recipe, "--stage", "items", cwd=project)
+        before = server.completed
+        proc = subprocess.Popen(
+            [*FELLOWSHIP, "build", recipe, "--stage", "candidates", "--no-progress"],
+            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            wait_until(lambda: server.completed - before >= KILL_AFTER or proc.poll() is not None, "some answers")
+            assert proc.poll() is None, f"the build ended before it could be killed:\n{proc.stderr.read()}"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stderr.close()
+        wait_until(lambda: server.in_flight == 0, "the killed build's requests are answered or dropped")
+        killed = server.completed - before
+
+        data_dir = tmp_path / "data" / "tiny"
+        assert [p.name for p in data_dir.iterdir() if "candidates" in p.name] == []  # no table, no temp file
+        cache = ResponseCache(tmp_path / "cache")
+        stored = len(cache)  # answers the killed build committed before it died
+        cache.close()
+        assert 0 < stored <= killed < uninterrupted
+
+        # Resume.
+        before, requests_before = server.completed, len(server.requests)
+        result = fellowship("build", recipe, "--stage", "candidates", "--no-progress", cwd=project)
+        rerun = server.completed - before
+
+    # Exactly the calls the killed build had not stored are made again, and every one is answered.
+    assert rerun == uninterrupted - stored
+    assert len(server.requests) - requests_before == rerun
+    assert f"{rerun} calls, {stored} cached" in result.stderr
+    # An answer the killed build received but had not committed is paid twice; only calls in flight at
+    # the kill can be in that state, at most `concurrency` per model. Every other answer is paid once.
+    assert uninterrupted <= killed + rerun <= uninterrupted + MODELS_CALLED * CONCURRENCY
+    assert_frame_equal(read("candidates", data_dir), read("candidates", tmp_path / "ref-data" / "tiny"))
+
+
+def test_second_full_build_makes_no_requests(project, tmp_path):
+    with FakeOpenAIServer() as server:
+        recipe = str(tiny_recipe(project, provider="openai-compatible", model="gpt-test",
+                                 extra=f", base_url: '{server.base_url}'"))
+        fellowship("build", recipe, "--no-progress", cwd=project)
+        data_dir = tmp_path / "data" / "tiny"
+        first = {name: read(name, data_dir) for name in TABLES}
+        requests = len(server.requests)
+        assert requests == server.completed > 0
+
+        result = fellowship("build", recipe, "--no-progress", cwd=project)
+
+        assert len(server.requests) == requests
+    llm_lines = [line for line in result.stderr.splitlines() if ": candidates: " in line or ": scores: " in line]
+    assert len(llm_lines) == 2 and all("; 0 calls, " in line for line in llm_lines), result.stderr
+    for stage in ("candidates", "scores"):
+        assert pl.read_parquet(TABLES[stage].path(data_dir))["cached"].all(), stage
+    for name, table in first.items():
+        assert_frame_equal(read(name, data_dir), table)
