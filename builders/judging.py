@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from builders.prompts import count_word, letter, render
 from builders.recipe import Recipe
 
-NUMBER = r"(\d+(?:\.\d+)?)"
+NUMBER = r"(-?\d+(?:[.,]\d+)?)"  # a sign is kept (and then rejected as out of range); "7,5" is 7.5
 SCORE_LINE = re.compile(
-    r"Score\s+(?:for\s+)?Assistant\s+([A-Z])\b[\s*_:#\-]*" + NUMBER + r"(?:\s*/\s*(\d+))?",
+    r"Score\s+(?:for\s+)?Assistant\s+([A-Z])\b[\s*_:#]*(?:-\s+)?" + NUMBER + r"(?:\s*/\s*(\d+))?",
     re.IGNORECASE,
 )
 
@@ -81,7 +81,7 @@ def parse_judgment(text: str, *, strategy: str = "combined", scale: int, n: int)
     found: dict[int, float] = {}
     for m in SCORE_LINE.finditer(text):
         position = ord(m.group(1).upper()) - ord("A")
-        value, out_of = float(m.group(2)), m.group(3)
+        value, out_of = float(m.group(2).replace(",", ".")), m.group(3)
         if out_of is not None and int(out_of) != scale:
             return Judgment(None, f"score for Assistant {m.group(1).upper()} is out of {out_of}, expected {scale}")
         if position < n:

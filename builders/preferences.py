@@ -14,7 +14,7 @@ class Preference:
     item_id: str
     prompt: str
     chosen: dict  # candidate row plus "score"
-    rejected: list[dict]  # candidate rows plus "score", best first, each at least `min_margin` below
+    rejected: list[dict]  # candidate rows plus "score", best first, each strictly and at least `min_margin` below
 
 
 def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
@@ -24,9 +24,12 @@ def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
     for v in read_table(VERDICTS, data_dir).filter(status="ok").to_dicts():
         scored = [{**candidates[cid], "score": s} for cid, s in zip(v["ranking"], v["ranking_scores"])]
         chosen, others = scored[0], scored[1:]
+        # A candidate sharing the best score is no worse than the chosen one: never a rejected answer.
         rejected = [
             c for c in others
-            if chosen["score"] - c["score"] >= recipe.export.min_margin and c["response"] != chosen["response"]
+            if c["score"] < chosen["score"]
+            and chosen["score"] - c["score"] >= recipe.export.min_margin
+            and c["response"] != chosen["response"]
         ]
         out.append(Preference(v["item_id"], prompts[v["item_id"]], chosen, rejected))
     return out

@@ -19,7 +19,22 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class Price(Strict):
@@ -159,6 +174,11 @@ def _reference_problems(recipe: Recipe) -> list[str]:
             f"generation.iterations: {g.iterations} samples at temperature 0 would be identical; "
             f"set models.{g.generator}.temperature above 0 or iterations to 1"
         )
+    if g.iterations < recipe.judge.min_scored:
+        problems.append(
+            f"generation.iterations: {g.iterations} candidate(s) per prompt can never make a verdict "
+            f"(judge.min_scored is {recipe.judge.min_scored})"
+        )
     if g.workflow == "feedback" and g.iterations < 2:
         problems.append("generation.iterations: the feedback workflow needs at least 2 (an answer and a revision)")
     s = recipe.source
@@ -174,7 +194,7 @@ def parse_recipe(path: Path) -> Recipe:
     except OSError as e:
         raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""

@@ -17,6 +17,18 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _read_file(path: Path) -> pl.DataFrame:
+    if path.stat().st_size == 0:
+        return pl.DataFrame()
+    try:
+        return _read_by_suffix(path)
+    except RecipeError:
+        raise
+    except Exception as e:  # polars, pyarrow and OS errors all mean: this file cannot be read
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecipeError(f"source.path: cannot read {path}: {first}") from None
+
+
+def _read_by_suffix(path: Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return pl.read_parquet(path)

@@ -88,3 +88,16 @@ def test_every_command_has_help_and_is_in_the_readme():
 def test_validate_reports_ok(project):
     tiny_recipe(project)
     assert "tiny.yaml: ok" in fellowship("validate", "tiny", cwd=project).stdout
+
+
+def test_sql_refuses_statements_that_write(two_recipes, tmp_path):
+    for query in ("create table x as select 1", f"copy (select 1) to '{tmp_path / 'out.csv'}'", "select 1; select 2", " "):
+        result = fellowship("sql", query, cwd=two_recipes, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, query
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_sql_without_tables_says_what_to_run(tmp_path):
+    result = fellowship("sql", "select 1", "--data-dir", str(tmp_path / "empty"), cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "no tables under" in result.stderr and "fellowship build" in result.stderr

@@ -20,6 +20,7 @@ from conftest import tiny_recipe
         ("**Score Assistant A:** 7.5/10\n**Score Assistant B:** 9/10", (7.5, 9.0)),
         ("### Score Assistant A:\n8\n### Score Assistant B:\n3", (8.0, 3.0)),
         ("Score for Assistant A: 4\nScore for Assistant B - 5 / 10", (4.0, 5.0)),
+        ("### Score Assistant A: 7,5/10\n### Score Assistant B: 6/10", (7.5, 6.0)),
     ],
 )
 def test_parses_the_formats_judges_write(text, expected):
@@ -42,6 +43,7 @@ def test_the_final_verdict_wins_over_quoted_scores():
         ("### Score Assistant A: 8/10", "no score for Assistant B"),
         ("### Score Assistant A: 80/100\n### Score Assistant B: 20/100", "out of 100, expected 10"),
         ("### Score Assistant A: 11\n### Score Assistant B: 2", "outside 0..10"),
+        ("### Score Assistant A: -3/10\n### Score Assistant B: 2/10", "outside 0..10"),
     ],
 )
 def test_unreadable_answers_give_a_reason_not_a_score(text, reason):

@@ -62,6 +62,7 @@ def test_training_exports_follow_trl_and_the_verdicts(built):
     assert {"prompt", "completion", "label"} <= set(kto.columns)
     assert dpo.height > 0 and (dpo["chosen"] != dpo["rejected"]).all()
     assert (dpo["chosen_score"] >= dpo["rejected_score"] + recipe.export.min_margin).all()
+    assert (dpo["chosen_score"] > dpo["rejected_score"]).all()  # a tie is never a preference
     ok = verdicts.filter(status="ok")
     assert set(dpo["chosen_id"]) == set(ok["chosen_id"]) == set(kto.filter("label")["candidate_id"])
     assert kto.filter("label").height == ok.height
@@ -89,3 +90,18 @@ def test_best_vs_worst_and_margin(project):
     for row in dpo.to_dicts():
         v = verdicts.filter(item_id=row["item_id"]).row(0, named=True)
         assert row["rejected_id"] == v["ranking"][-1] and row["chosen_id"] == v["ranking"][0]
+
+
+def test_a_candidate_tied_with_the_chosen_one_is_never_rejected(project):
+    from builders.llm.fake import FakeProvider
+
+    recipe = load_recipe(tiny_recipe(project))
+    tie = "### Score Assistant A: 8/10\n### Score Assistant B: 5/10\n### Score Assistant C: 8/10"
+    judge = FakeProvider(recipe.models["judge"], script=[tie] * 4)
+    build_all(recipe, providers={"judge": judge})
+    data = project.parent / "data" / "tiny"
+    candidates = read_table(TABLES["candidates"], data).select("candidate_id", "iteration")
+    dpo = read_table(TABLES["dpo"], data).join(candidates, left_on="rejected_id", right_on="candidate_id")
+    kto = read_table(TABLES["kto"], data).join(candidates, on="candidate_id")
+    assert dpo.height == 4 and set(dpo["iteration"]) == {2} and set(dpo["margin"]) == {3.0}
+    assert set(kto.filter("label")["iteration"]) == {3} and set(kto.filter(~pl.col("label"))["iteration"]) == {2}

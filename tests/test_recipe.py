@@ -141,3 +141,40 @@ def test_identical_samples_are_refused(project):
     replace(path, "workflow: feedback", "workflow: single")
     replace(path, "  reviewers: [reviewer]\n", "")
     assert_one_line_error(project, path, "generation.iterations", "temperature 0 would be identical")
+
+
+def test_duplicate_key_is_refused_with_its_line(project):
+    path = tiny_recipe(project)
+    replace(path, "  tie_policy: later_iteration", "  tie_policy: later_iteration\n  tie_policy: drop")
+    assert_one_line_error(project, path, "duplicate key 'tie_policy'", "line")
+
+
+def test_strings_are_not_quietly_numbers(project):
+    path = tiny_recipe(project)
+    replace(path, "iterations: 3", 'iterations: "3"')
+    assert_one_line_error(project, path, "generation.iterations", "integer")
+
+
+def test_unreadable_source_file(project):
+    (project / "recipes" / "sources" / "broken.jsonl").write_text('{"prompt": "fine"}\n{"prompt": \n')
+    path = tiny_recipe(project)
+    replace(path, "sources/capybara-demo.jsonl", "sources/broken.jsonl")
+    assert_one_line_error(project, path, "source.path: cannot read", "broken.jsonl", command="validate")
+
+
+def test_unknown_fake_model_and_missing_local_file(project):
+    path = tiny_recipe(project)
+    replace(path, "writer: {provider: fake, model: auto}", "writer: {provider: fake, model: autoo}")
+    replace(path, "judge: {provider: fake, model: auto}", "judge: {provider: local, model: /nope.gguf}")
+    result = run_cli("validate", str(path), cwd=project)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any("models.writer.model: unknown fake model 'autoo'" in line for line in lines)
+    assert any("models.judge.model: local model file /nope.gguf does not exist" in line for line in lines)
+
+
+def test_settings_that_can_never_make_a_pair(project):
+    path = tiny_recipe(project)
+    replace(path, "iterations: 3", "iterations: 2")
+    replace(path, "  tie_policy: later_iteration", "  tie_policy: later_iteration\n  min_scored: 3")
+    assert_one_line_error(project, path, "generation.iterations: 2 candidate(s) per prompt can never make a verdict")

@@ -46,8 +46,13 @@ def sql(query: str, recipe: str | None, data_dir: str | None, fmt: str) -> None:
     root = Path(data_dir) if data_dir else default_data_root()
     if recipe and not (root / recipe).is_dir():
         raise BuildError(f"--recipe: no tables for recipe '{recipe}' under {root}/ (run `fellowship build {recipe}`)")
+    if not any(root.glob(f"{recipe or '*'}/*.parquet")):
+        raise BuildError(f"sql: no tables under {root}/ (run `dvc repro` or `fellowship build RECIPE` first)")
     con = connect(root, recipe)
     try:
+        statements = con.extract_statements(query)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise BuildError("sql: give exactly one read-only query (SELECT, WITH ..., FROM ...); the tables are not edited here")
         df = con.sql(query).pl()
     except duckdb.Error as e:
         raise BuildError(f"sql: {str(e).splitlines()[0]}") from None

@@ -3,6 +3,7 @@ from __future__ import annotations
 import click
 
 from builders.cli import cli, resolve_recipe_path
+from builders.errors import RecipeError
 from builders.recipe import load_recipe
 
 
@@ -14,6 +15,13 @@ def validate(recipes: tuple[str, ...]) -> None:
     Checks the schema (unknown keys, types), model references, providers, prompt templates and
     their placeholders, the source file and columns, and that API keys are set.
     """
+    failed = []
     for name in recipes:
-        recipe = load_recipe(resolve_recipe_path(name), check_keys=True)
+        try:
+            recipe = load_recipe(resolve_recipe_path(name), check_keys=True)
+        except RecipeError as e:
+            failed.append(str(e))
+            continue
         click.echo(f"{recipe.path}: ok")
+    if failed:
+        raise RecipeError("\n".join(failed))

@@ -1,8 +1,8 @@
 """A persistent, content-addressed response cache (SQLite).
 
-The key is a hash of everything that changes what a model writes: provider, model id, messages,
-sampling parameters, output grammar and sample index. Timeouts, retries, concurrency and base URLs
-are left out, so changing them never invalidates a finished call. Each answer is committed as soon
+The key is a hash of everything that changes what a model writes: provider, model id (the bundled
+local model by its sha256; an openai-compatible model with its server URL), messages, sampling
+parameters, output grammar and sample index. Timeouts, retries, concurrency and prices are left out, so changing them never invalidates a finished call. Each answer is committed as soon
 as it arrives: a killed build loses no paid call.
 """
 
@@ -24,10 +24,10 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(
-    *, provider: str, model: str, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int
+    *, model: dict, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int
 ) -> str:
+    """`model` is the registry's identity of the model (provider, model id, and endpoint where it matters)."""
     payload = {
-        "provider": provider,
         "model": model,
         "messages": messages,
         "sampling": sampling,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from builders.errors import BuildError, ProviderError
 from builders.llm.cache import ResponseCache, cache_key
-from builders.llm.registry import create_provider
+from builders.llm.registry import create_provider, identity
 from builders.llm.types import ChatResponse, Completion, Message, Provider
 from builders.recipe import ModelSpec, Recipe
 
@@ -80,10 +80,7 @@ class Engine:
     ) -> ChatResponse:
         spec = self.spec(model)
         sampling = spec.sampling()
-        key = cache_key(
-            provider=spec.provider, model=spec.model, messages=messages, sampling=sampling,
-            grammar=grammar, sample_index=sample_index,
-        )
+        key = cache_key(model=identity(spec), messages=messages, sampling=sampling, grammar=grammar, sample_index=sample_index)
         hit = self.cache.get(key)
         if hit is not None:
             completion, latency = hit

@@ -20,6 +20,7 @@ import re
 from collections import deque
 
 from builders.errors import BuildError
+from builders.llm.registry import FAKE_MODELS
 from builders.llm.types import Completion, Message
 from builders.recipe import ModelSpec
 
@@ -67,6 +68,7 @@ class FakeProvider:
         self.calls: list[dict] = []
         self.script = deque(script or [])
         answer = {"auto": auto_answer, "echo": self._echo, "garbage": self._garbage, "scripted": self._scripted}
+        assert set(answer) == set(FAKE_MODELS)
         if spec.model not in answer:
             raise BuildError(f"unknown fake model '{spec.model}' (known: {', '.join(answer)})")
         self._answer = self._scripted if script is not None else answer[spec.model]

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 from builders.errors import MissingKeyError
 from builders.recipe import ModelSpec, Recipe
 from builders.llm.types import Provider
+
+
+FAKE_MODELS = ("auto", "echo", "garbage", "scripted")
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,23 @@ def provider_problems(recipe: Recipe) -> list[str]:
             problems.append(f"models.{name}.provider: unknown provider '{spec.provider}' (known: {', '.join(PROVIDERS)})")
         elif entry.needs_base_url and not spec.base_url:
             problems.append(f"models.{name}.base_url: the {spec.provider} provider needs a base_url")
+        elif spec.provider == "fake" and spec.model not in FAKE_MODELS:
+            problems.append(f"models.{name}.model: unknown fake model '{spec.model}' (known: {', '.join(FAKE_MODELS)})")
+        elif spec.provider == "local" and spec.model != "default" and not Path(spec.model).expanduser().is_file():
+            problems.append(f"models.{name}.model: local model file {spec.model} does not exist (use `default` or a GGUF path)")
     return problems
+
+
+def identity(spec: ModelSpec) -> dict:
+    """What names the model whose answers the cache stores: the bundled local model by its hash, and
+    an openai-compatible model by its server too (two servers may serve different models under one name)."""
+    model = spec.model
+    if spec.provider == "local" and model == "default":
+        from builders.llm.local import DEFAULT_MODEL_SHA256
+
+        model = f"default@sha256:{DEFAULT_MODEL_SHA256}"
+    endpoint = spec.base_url if spec.provider == "openai-compatible" else None
+    return {"provider": spec.provider, "model": model, "endpoint": endpoint}
 
 
 def key_problems(recipe: Recipe) -> list[str]:
