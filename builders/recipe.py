@@ -215,14 +215,17 @@ def parse_recipe(path: Path) -> Recipe:
     return recipe
 
 
-def load_recipe(path: Path | str, *, check_keys: bool = False) -> Recipe:
-    """Load and check a recipe: schema, model references, prompt templates, source, and optionally API keys."""
+def load_recipe(path: Path | str, *, check_keys: bool = False, check_source: bool = True) -> Recipe:
+    """Load and check a recipe: schema, model references, prompt templates, optionally the source
+    (read whole: `build` leaves that to the items stage, which reads it anyway) and API keys."""
     from builders import prompts, sources  # late: both import this module's types
     from builders.llm.registry import key_problems, provider_problems
 
     path = Path(path)
     recipe = parse_recipe(path)
-    problems = provider_problems(recipe) + prompts.template_problems(recipe) + sources.source_problems(recipe)
+    problems = provider_problems(recipe) + prompts.template_problems(recipe)
+    if check_source:
+        problems += sources.source_problems(recipe)
     if check_keys:
         problems += key_problems(recipe)
     if problems:

@@ -75,6 +75,13 @@ def _read_hub(recipe: Recipe) -> pl.DataFrame:
 
 def read_source(recipe: Recipe) -> pl.DataFrame:
     """The whole source table, checked to hold the prompt (and id) columns and at least one row."""
+    try:
+        return _checked_source(recipe)
+    except RecipeError as e:
+        raise RecipeError(f"{recipe.path}: {e}") from None
+
+
+def _checked_source(recipe: Recipe) -> pl.DataFrame:
     s = recipe.source
     df = _read_local(recipe) if s.path is not None else _read_hub(recipe)
     where = s.path or s.dataset
@@ -88,11 +95,11 @@ def read_source(recipe: Recipe) -> pl.DataFrame:
 
 
 def source_problems(recipe: Recipe) -> list[str]:
-    """Problems visible without reading a Hub dataset: a missing file, column, or an empty file."""
+    """Problems visible without reading a Hub dataset: a missing or unreadable file, column, or no rows."""
     if recipe.source.path is None:
         return []
     try:
-        read_source(recipe)
+        _checked_source(recipe)
     except RecipeError as e:
         return [str(e)]
     return []

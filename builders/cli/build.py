@@ -22,7 +22,7 @@ def build(recipe: str, stages: tuple[str, ...], data_dir: str | None, no_progres
     """
     from pathlib import Path
 
-    r = load_recipe(resolve_recipe_path(recipe), check_keys=True)
+    r = load_recipe(resolve_recipe_path(recipe), check_keys=True, check_source=False)
     root = Path(data_dir) if data_dir else default_data_root()
     for stage in [s for s in STAGES if s in stages] if stages else STAGES:
         run_stage(r, stage, data_root=root, progress=not no_progress)

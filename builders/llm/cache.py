@@ -1,9 +1,10 @@
 """A persistent, content-addressed response cache (SQLite).
 
-The key is a hash of everything that changes what a model writes: provider, model id (the bundled
-local model by its sha256; an openai-compatible model with its server URL), messages, sampling
-parameters, output grammar and sample index. Timeouts, retries, concurrency and prices are left out, so changing them never invalidates a finished call. Each answer is committed as soon
-as it arrives: a killed build loses no paid call.
+The key is a hash of everything that changes what a model writes: the model's identity (provider and
+model id; the bundled local model by its sha256; an openai-compatible model with its server URL),
+messages, sampling parameters, output grammar and sample index. Timeouts, retries, concurrency and
+prices are left out, so changing them never invalidates a finished call. Each answer is committed
+as soon as it arrives: a killed build loses no paid call.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ class Engine:
         self.recipe = recipe
         self._providers: dict[str, Provider] = dict(providers or {})
         self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._identities: dict[str, dict] = {}
         self.cache = cache if cache is not None else ResponseCache()
         self.progress = progress
         self.usage = Usage()
@@ -80,7 +81,11 @@ class Engine:
     ) -> ChatResponse:
         spec = self.spec(model)
         sampling = spec.sampling()
-        key = cache_key(model=identity(spec), messages=messages, sampling=sampling, grammar=grammar, sample_index=sample_index)
+        if model not in self._identities:
+            self._identities[model] = identity(spec)
+        key = cache_key(
+            model=self._identities[model], messages=messages, sampling=sampling, grammar=grammar, sample_index=sample_index
+        )
         hit = self.cache.get(key)
         if hit is not None:
             completion, latency = hit

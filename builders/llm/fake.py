@@ -20,12 +20,12 @@ import re
 from collections import deque
 
 from builders.errors import BuildError
-from builders.llm.registry import FAKE_MODELS
 from builders.llm.types import Completion, Message
 from builders.recipe import ModelSpec
 
 HEADER = re.compile(r"###\s*([^:\n#]+):\s*(\[[^\]]*\]|[A-Z]\s*/\s*\d+|[A-Z](?: or [A-Z])+)?")
 OUT_OF = re.compile(r"[A-Z]\s*/\s*(\d+)")
+MODELS = ("auto", "echo", "garbage", "scripted")
 WORDS = ("clear", "careful", "direct", "concise", "thorough", "plain", "useful", "exact", "friendly", "sound")
 
 
@@ -67,11 +67,15 @@ class FakeProvider:
         self.spec = spec
         self.calls: list[dict] = []
         self.script = deque(script or [])
-        answer = {"auto": auto_answer, "echo": self._echo, "garbage": self._garbage, "scripted": self._scripted}
-        assert set(answer) == set(FAKE_MODELS)
-        if spec.model not in answer:
-            raise BuildError(f"unknown fake model '{spec.model}' (known: {', '.join(answer)})")
-        self._answer = self._scripted if script is not None else answer[spec.model]
+        problem = self.model_problem(spec.model)
+        if problem:
+            raise BuildError(problem)
+        answers = {"auto": auto_answer, "echo": self._echo, "garbage": self._garbage, "scripted": self._scripted}
+        self._answer = self._scripted if script is not None else answers[spec.model]
+
+    @staticmethod
+    def model_problem(model: str) -> str | None:
+        return None if model in MODELS else f"unknown fake model '{model}' (known: {', '.join(MODELS)})"
 
     @staticmethod
     def _echo(messages: list[Message], sample_index: int) -> str:

@@ -135,6 +135,18 @@ class LocalProvider:
         self.spec = spec
         self.path = resolve_model(spec.model)
 
+    @staticmethod
+    def model_problem(model: str) -> str | None:
+        if model == "default" or Path(model).expanduser().is_file():
+            return None
+        return f"local model file {model} does not exist (use `default` or a GGUF path)"
+
+    @staticmethod
+    def identity(spec: ModelSpec) -> dict:
+        """The bundled model is named by its hash, so a new bundle never answers from an old cache."""
+        model = f"default@sha256:{DEFAULT_MODEL_SHA256}" if spec.model == "default" else spec.model
+        return {"provider": spec.provider, "model": model, "endpoint": None}
+
     def _complete(self, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int) -> Completion:
         from llama_cpp import LlamaGrammar
 

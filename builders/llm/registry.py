@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from dataclasses import dataclass
 
 from builders.errors import MissingKeyError
 from builders.recipe import ModelSpec, Recipe
 from builders.llm.types import Provider
-
-
-FAKE_MODELS = ("auto", "echo", "garbage", "scripted")
 
 
 @dataclass(frozen=True)
@@ -53,23 +49,19 @@ def provider_problems(recipe: Recipe) -> list[str]:
             problems.append(f"models.{name}.provider: unknown provider '{spec.provider}' (known: {', '.join(PROVIDERS)})")
         elif entry.needs_base_url and not spec.base_url:
             problems.append(f"models.{name}.base_url: the {spec.provider} provider needs a base_url")
-        elif spec.provider == "fake" and spec.model not in FAKE_MODELS:
-            problems.append(f"models.{name}.model: unknown fake model '{spec.model}' (known: {', '.join(FAKE_MODELS)})")
-        elif spec.provider == "local" and spec.model != "default" and not Path(spec.model).expanduser().is_file():
-            problems.append(f"models.{name}.model: local model file {spec.model} does not exist (use `default` or a GGUF path)")
+        else:
+            check = getattr(provider_class(spec), "model_problem", None)
+            problem = check(spec.model) if check else None
+            if problem:
+                problems.append(f"models.{name}.model: {problem}")
     return problems
 
 
 def identity(spec: ModelSpec) -> dict:
-    """What names the model whose answers the cache stores: the bundled local model by its hash, and
-    an openai-compatible model by its server too (two servers may serve different models under one name)."""
-    model = spec.model
-    if spec.provider == "local" and model == "default":
-        from builders.llm.local import DEFAULT_MODEL_SHA256
-
-        model = f"default@sha256:{DEFAULT_MODEL_SHA256}"
-    endpoint = spec.base_url if spec.provider == "openai-compatible" else None
-    return {"provider": spec.provider, "model": model, "endpoint": endpoint}
+    """What names the model whose answers the cache stores. A provider may refine it with an
+    `identity(spec)` of its own (the bundled local model by its hash, a server's URL)."""
+    own = getattr(provider_class(spec), "identity", None)
+    return own(spec) if own else {"provider": spec.provider, "model": spec.model, "endpoint": None}
 
 
 def key_problems(recipe: Recipe) -> list[str]:
@@ -81,14 +73,18 @@ def key_problems(recipe: Recipe) -> list[str]:
     return problems
 
 
+def provider_class(spec: ModelSpec) -> type:
+    """The class registered for `spec.provider`, imported on first use."""
+    module, cls = PROVIDERS[spec.provider].factory.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def create_provider(name: str, spec: ModelSpec) -> Provider:
     """Instantiate the provider for recipe model `name`; the key comes from the environment only."""
-    entry = PROVIDERS[spec.provider]
     api_key = None
     variable = key_variable(spec)
     if variable:
         api_key = os.environ.get(variable)
         if not api_key:
             raise MissingKeyError(variable, name)
-    module, cls = entry.factory.split(":")
-    return getattr(importlib.import_module(module), cls)(spec, api_key=api_key)
+    return provider_class(spec)(spec, api_key=api_key)

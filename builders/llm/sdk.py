@@ -111,7 +111,10 @@ class OpenAIProvider(ChatSDKProvider):
 
 
 class OpenAICompatibleProvider(ChatSDKProvider):
-    pass
+    @staticmethod
+    def identity(spec: ModelSpec) -> dict:
+        """Two servers may serve different models under one name: the server is part of the identity."""
+        return {"provider": spec.provider, "model": spec.model, "endpoint": spec.base_url}
 
 
 class TogetherProvider(ChatSDKProvider):
