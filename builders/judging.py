@@ -1,37 +1,32 @@
-"""Judge prompts, output grammars and parsing (the paper's combined scoring, adapted to N responses).
+"""Judge prompts and output grammars for the paper's three strategies (Appendix A, Table 8).
 
-`parse_judgment` is pure: it reads a judge's text and returns the scores or a reason why none can be
-read. It takes the *last* score given for each response, so the judge's final verdict wins over
-anything it quoted earlier.
+- direct: two responses, the judge picks A, B or C (tie);
+- independent: one response per conversation, scored out of `scale`;
+- combined: all responses in one conversation, each scored out of `scale` (adapted to N responses).
+
+Parsing lives in `builders.judgment_parser`; `parse_judgment` is re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
+from builders.judgment_parser import Judgment, parse_judgment
 from builders.prompts import count_word, letter, render
 from builders.recipe import Recipe
 
-NUMBER = r"(-?\d+(?:[.,]\d+)?)"  # a sign is kept (and then rejected as out of range); "7,5" is 7.5
-SCORE_LINE = re.compile(
-    r"Score\s+(?:for\s+)?Assistant\s+([A-Z])\b[\s*_:#]*(?:-\s+)?" + NUMBER + r"(?:\s*/\s*(\d+))?",
-    re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True)
-class Judgment:
-    scores: tuple[float, ...] | None  # one per response, in presentation order
-    error: str | None  # why no scores could be read
-
-    @property
-    def ok(self) -> bool:
-        return self.scores is not None
+__all__ = ["Judgment", "answer_format", "grammar", "messages", "parse_judgment", "reask_message"]
 
 
 def score_format(n: int, scale: int) -> str:
     return "\n".join(f"### Score Assistant {letter(i)}: {'XYZW'[i % 4]}/{scale}" for i in range(n))
+
+
+def answer_format(strategy: str, n: int, scale: int) -> str:
+    """The verdict lines each strategy's prompt asks for."""
+    if strategy == "direct":
+        return "### Answer: A or B or C"
+    if strategy == "independent":
+        return f"### Overall Score: X/{scale}"
+    return score_format(n, scale)
 
 
 def render_responses(responses: list[str]) -> str:
@@ -42,19 +37,27 @@ def render_responses(responses: list[str]) -> str:
     return "\n\n".join(blocks)
 
 
-def combined_messages(recipe: Recipe, question: str, responses: list[str]) -> list[dict]:
-    n, scale = len(responses), recipe.judge.scale
-    system = render(recipe, "judge.system_prompt", n=count_word(n), scale=scale, score_format=score_format(n, scale))
-    user = render(recipe, "judge.user_prompt", question=question, responses=render_responses(responses))
+def messages(recipe: Recipe, question: str, responses: list[str]) -> list[dict]:
+    """The judge conversation for `responses` (in presentation order) under the recipe's strategy."""
+    panel = recipe.judge.panel
+    n, scale = len(responses), panel.scale
+    values = {
+        "combined": ({"n": count_word(n), "scale": scale, "score_format": score_format(n, scale)},
+                     {"question": question, "responses": render_responses(responses)}),
+        "independent": ({"scale": scale}, {"question": question, "response": responses[0]}),
+        "direct": ({}, {"question": question, "responses": render_responses(responses)}),
+    }[panel.strategy]
+    system = render(recipe, "judge.panel.system_prompt", **values[0])
+    user = render(recipe, "judge.panel.user_prompt", **values[1])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def reask_message(n: int, scale: int) -> dict:
-    """The follow-up sent once when a judge's answer cannot be parsed."""
+def reask_message(strategy: str, n: int, scale: int) -> dict:
+    """The follow-up sent once when a judge's answer cannot be parsed (as the paper does)."""
     return {
         "role": "user",
-        "content": "Your verdict could not be read. Reply again with only the scores, exactly in this format:\n"
-        + score_format(n, scale),
+        "content": "Your verdict could not be read. Reply again with only the verdict, exactly in this format:\n"
+        + answer_format(strategy, n, scale),
     }
 
 
@@ -62,34 +65,16 @@ def _score_rule(scale: int) -> str:
     return {5: '[0-5] ("." [0-9])?', 10: '("10" | [0-9] ("." [0-9])?)', 100: '("100" | [1-9]? [0-9])'}[scale]
 
 
-def combined_grammar(n: int, scale: int) -> str:
-    """GBNF forcing the combined-scoring format, for providers that support grammars."""
-    scores = " ".join(f'"\\n### Score Assistant {letter(i)}: " score "/{scale}"' for i in range(n))
+def grammar(strategy: str, n: int, scale: int) -> str:
+    """GBNF forcing a strategy's answer format, for providers that support grammars."""
+    if strategy == "direct":
+        verdict = '"\\n### Answer: " [ABC]'
+    elif strategy == "independent":
+        verdict = f'"\\n### Overall Score: " score "/{scale}"'
+    else:
+        verdict = " ".join(f'"\\n### Score Assistant {letter(i)}: " score "/{scale}"' for i in range(n))
     return (
-        f'root ::= "### Evaluation Evidence: " evidence {scores}\n'
+        f'root ::= "### Evaluation Evidence: " evidence {verdict}\n'
         "evidence ::= [^#\\n]{1,700}\n"
         f"score ::= {_score_rule(scale)}\n"
     )
-
-
-def parse_judgment(text: str, *, strategy: str = "combined", scale: int, n: int) -> Judgment:
-    """Scores for `n` responses out of `scale` from a combined-scoring judge answer."""
-    if strategy != "combined":
-        raise ValueError(f"unknown strategy '{strategy}'")
-    if not text or not text.strip():
-        return Judgment(None, "empty answer")
-    found: dict[int, float] = {}
-    for m in SCORE_LINE.finditer(text):
-        position = ord(m.group(1).upper()) - ord("A")
-        value, out_of = float(m.group(2).replace(",", ".")), m.group(3)
-        if out_of is not None and int(out_of) != scale:
-            return Judgment(None, f"score for Assistant {m.group(1).upper()} is out of {out_of}, expected {scale}")
-        if position < n:
-            found[position] = value  # later mentions override earlier ones: the final verdict wins
-    missing = [letter(i) for i in range(n) if i not in found]
-    if missing:
-        return Judgment(None, f"no score for Assistant {', '.join(missing)}")
-    out_of_range = [letter(i) for i in range(n) if not 0 <= found[i] <= scale]
-    if out_of_range:
-        return Judgment(None, f"score for Assistant {out_of_range[0]} is outside 0..{scale}")
-    return Judgment(tuple(found[i] for i in range(n)), None)

@@ -12,24 +12,35 @@ from pathlib import Path
 
 from builders.recipe import Recipe
 
-# recipe field (section.key) -> placeholders the builder supplies for it
-PLACEHOLDERS: dict[str, frozenset[str]] = {
-    "generation.system_prompt": frozenset(),
-    "generation.revise_prompt": frozenset({"feedback"}),
-    "generation.revise_multi_prompt": frozenset({"feedbacks", "n"}),
-    "generation.reviewer_system_prompt": frozenset(),
-    "generation.reviewer_user_prompt": frozenset({"question", "response"}),
-    "judge.system_prompt": frozenset({"n", "scale", "score_format"}),
-    "judge.user_prompt": frozenset({"question", "responses"}),
+GENERATION_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "system_prompt": frozenset(),
+    "revise_prompt": frozenset({"feedback"}),
+    "revise_multi_prompt": frozenset({"feedbacks", "n"}),
+    "reviewer_system_prompt": frozenset(),
+    "reviewer_user_prompt": frozenset({"question", "response"}),
+}
+FEEDBACK_ONLY = {"revise_prompt", "revise_multi_prompt", "reviewer_system_prompt", "reviewer_user_prompt"}
+
+# judge strategy -> (system placeholders, user placeholders)
+JUDGE_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "combined": (frozenset({"n", "scale", "score_format"}), frozenset({"question", "responses"})),
+    "independent": (frozenset({"scale"}), frozenset({"question", "response"})),
+    "direct": (frozenset(), frozenset({"question", "responses"})),
 }
 
-FEEDBACK_ONLY = {k for k in PLACEHOLDERS if k.startswith("generation.") and k != "generation.system_prompt"}
 
-
-def _template_path(recipe: Recipe, field: str) -> Path | None:
-    section, key = field.split(".")
-    value = getattr(getattr(recipe, section), key)
-    return None if value is None else recipe.resolve(value)
+def templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
+    """Every template the recipe uses: recipe field -> (file, placeholders its builder supplies)."""
+    out = {}
+    g = recipe.generation
+    for key, allowed in GENERATION_PLACEHOLDERS.items():
+        value = getattr(g, key)
+        if value is not None and (key not in FEEDBACK_ONLY or g.workflow == "feedback"):
+            out[f"generation.{key}"] = (recipe.resolve(value), allowed)
+    panel = recipe.judge.panel
+    for role, allowed in zip(("system", "user"), JUDGE_PLACEHOLDERS[panel.strategy]):
+        out[f"judge.panel.{role}_prompt"] = (recipe.resolve(panel.template(role)), allowed)
+    return out
 
 
 @lru_cache(maxsize=128)
@@ -44,12 +55,7 @@ def fields_of(text: str) -> set[str]:
 
 def template_problems(recipe: Recipe) -> list[str]:
     problems = []
-    for field, allowed in PLACEHOLDERS.items():
-        if field in FEEDBACK_ONLY and recipe.generation.workflow != "feedback":
-            continue
-        path = _template_path(recipe, field)
-        if path is None:
-            continue
+    for field, (path, allowed) in templates(recipe).items():
         if not path.is_file():
             problems.append(f"{field}: template file {path} does not exist")
             continue
@@ -67,10 +73,10 @@ def template_problems(recipe: Recipe) -> list[str]:
 
 def render(recipe: Recipe, field: str, **values: object) -> str | None:
     """The template of `field` filled with `values`; None when the recipe sets no template there."""
-    path = _template_path(recipe, field)
-    if path is None:
+    found = templates(recipe).get(field)
+    if found is None:
         return None
-    return _read(path).format(**values).strip()
+    return _read(found[0]).format(**values).strip()
 
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}

@@ -85,18 +85,42 @@ class Generation(Strict):
     reviewer_user_prompt: str = "prompts/reviewer/user.txt"
 
 
+class Panel(Strict):
+    """Who judges and how: everything the LLM-calling `scores` stage depends on."""
+
+    models: list[str] = Field(min_length=1, description="every judge whose scores are collected")
+    strategy: Literal["direct", "independent", "combined"] = Field(
+        "combined",
+        description="direct: pick A, B or tie per pair; independent: each response alone; combined: all responses in one conversation",
+    )
+    scale: Literal[5, 10, 100] = Field(10, description="maximum score (independent and combined)")
+    swap: bool = Field(True, description="judge every pair or list in both orders (direct and combined)")
+    system_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_system.txt")
+    user_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_user.txt")
+    max_parse_failure_rate: float = Field(0.1, ge=0, le=1, description="share of failed judge calls that fails the stage")
+
+    def template(self, role: str) -> str:
+        given = self.system_prompt if role == "system" else self.user_prompt
+        return given or f"prompts/judge/{self.strategy}_{role}.txt"
+
+
 class Judge(Strict):
-    mode: Literal["judge"] = "judge"
-    models: list[str] = Field(min_length=1, max_length=1, description="the judge (one model in `judge` mode)")
-    strategy: Literal["combined"] = "combined"
-    scale: Literal[5, 10, 100] = 10
-    system_prompt: str = "prompts/judge/combined_system.txt"
-    user_prompt: str = "prompts/judge/combined_user.txt"
-    max_parse_failure_rate: float = Field(0.1, ge=0, le=1, description="share of unparseable judge calls that fails the stage")
+    """The panel's calls, then how their scores become a verdict (the pure `verdicts` stage)."""
+
+    panel: Panel
+    mode: Literal["judge", "jury"] = Field("judge", description="judge: one member decides; jury: members vote")
+    members: list[str] | None = Field(None, description="panel models whose verdicts count (default: the whole panel)")
+    rule: Literal["majority", "mean"] = Field(
+        "majority", description="jury: each member votes for its best candidate (majority), or mean score across members"
+    )
     tie_policy: Literal["drop", "later_iteration", "earlier_iteration"] = Field(
-        "drop", description="when several candidates share the best score: drop the item, or prefer the later/earlier one"
+        "drop", description="when candidates tie (best score or votes): drop the item, or prefer the later/earlier one"
     )
     min_scored: int = Field(2, ge=2, description="an item needs this many scored candidates for a verdict")
+
+    @property
+    def voters(self) -> list[str]:
+        return list(self.members) if self.members is not None else list(self.panel.models)
 
 
 class Export(Strict):
@@ -162,8 +186,17 @@ def _reference_problems(recipe: Recipe) -> list[str]:
     ref("generation.generator", g.generator)
     for i, r in enumerate(g.reviewers):
         ref(f"generation.reviewers[{i}]", r)
-    for i, m in enumerate(recipe.judge.models):
-        ref(f"judge.models[{i}]", m)
+    j = recipe.judge
+    for i, m in enumerate(j.panel.models):
+        ref(f"judge.panel.models[{i}]", m)
+    for i, m in enumerate(j.members or []):
+        if m not in j.panel.models:
+            problems.append(f"judge.members[{i}]: '{m}' is not on the panel (judge.panel.models: {', '.join(j.panel.models)})")
+    if j.mode == "judge" and len(j.voters) != 1:
+        problems.append(
+            f"judge.mode: `judge` takes one member, the panel has {len(j.voters)}; "
+            "set judge.members to one model or use mode `jury`"
+        )
     if g.workflow == "feedback" and not g.reviewers:
         problems.append("generation.reviewers: the feedback workflow needs at least one reviewer")
     if g.workflow == "single" and g.reviewers:

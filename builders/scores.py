@@ -1,18 +1,26 @@
-"""Builder: `candidates` -> `scores` (LLM calls): the judge scores all of a prompt's candidates at once.
+"""Builder: `candidates` -> `scores` (LLM calls): every panel judge judges every item.
 
-An answer that cannot be parsed is asked for once more in the required format (as the paper does);
-if it still cannot be parsed, each candidate gets a row with `score = null` and a `parse_error`.
-The stage fails, writing nothing, only when unparseable calls exceed `judge.max_parse_failure_rate`.
+Calls per item and judge, by strategy:
+- combined: all candidates in one conversation, and again in reverse order when `swap` is on;
+- independent: one conversation per candidate;
+- direct: one conversation per pair of candidates, and again with A and B swapped when `swap` is on.
+
+Each call gives one row per candidate it showed. An answer that cannot be parsed is asked for once
+more in the required format (as the paper does); if it still cannot be parsed, or the provider
+failed after its retries, the rows carry `score = null`, the typed `outcome` and the reason. The
+stage fails, writing nothing, only when failed calls exceed `judge.panel.max_parse_failure_rate`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import polars as pl
 
-from builders.errors import BuildError
-from builders.judging import combined_grammar, combined_messages, parse_judgment, reask_message
+from builders.errors import BuildError, ProviderError
+from builders.judging import grammar, messages, parse_judgment, reask_message
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, ITEMS, SCORES, content_id, frame, read_table, write_table
@@ -21,76 +29,118 @@ READS = ("items", "candidates")
 WRITES = ("scores",)
 
 
-async def _judge_item(engine: Engine, recipe: Recipe, judge: str, item: dict, candidates: list[dict]) -> list[dict]:
-    j = recipe.judge
-    n = len(candidates)
-    messages = combined_messages(recipe, item["prompt"], [c["response"] for c in candidates])
-    grammar = combined_grammar(n, j.scale) if engine.spec(judge).provider == "local" else None
-    first = await engine.chat(judge, messages, grammar=grammar)
-    responses = [first]
-    judgment = parse_judgment(first.text, strategy=j.strategy, scale=j.scale, n=n)
-    if not judgment.ok:
-        followup = messages + [{"role": "assistant", "content": first.text}, reask_message(n, j.scale)]
-        responses.append(await engine.chat(judge, followup, grammar=grammar))
-        judgment = parse_judgment(responses[-1].text, strategy=j.strategy, scale=j.scale, n=n)
-    spec = recipe.models[judge]
-    call_id = content_id("combined", judge, j.scale, [c["candidate_id"] for c in candidates])
+@dataclass(frozen=True)
+class Call:
+    """One judge call: what it shows, in which order."""
+
+    judge: str
+    item: dict
+    shown: tuple[dict, ...]  # candidate rows in presentation order (A, B, ...)
+    presentation: int  # 0: first order; 1: the same candidates with the order swapped
+
+    @property
+    def call_id(self) -> str:
+        return content_id(self.judge, [c["candidate_id"] for c in self.shown])
+
+
+def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]]) -> list[Call]:
+    """Every judge call the recipe needs, in a stable order."""
+    panel = recipe.judge.panel
+    calls = []
+    for item in items:
+        candidates = by_item.get(item["item_id"], [])
+        if panel.strategy == "independent":
+            groups = [(c,) for c in candidates]
+        elif panel.strategy == "direct":
+            groups = list(combinations(candidates, 2))
+        else:
+            groups = [tuple(candidates)] if candidates else []
+        for judge in panel.models:
+            for group in groups:
+                calls.append(Call(judge, item, group, 0))
+                if panel.swap and len(group) > 1:
+                    calls.append(Call(judge, item, tuple(reversed(group)), 1))
+    return calls
+
+
+async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
+    panel = recipe.judge.panel
+    n = len(call.shown)
+    conversation = messages(recipe, call.item["prompt"], [c["response"] for c in call.shown])
+    forced = grammar(panel.strategy, n, panel.scale) if engine.spec(call.judge).provider == "local" else None
+    responses = []
+    try:
+        responses.append(await engine.chat(call.judge, conversation, grammar=forced))
+        judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
+        if not judgment.ok:
+            followup = conversation + [
+                {"role": "assistant", "content": responses[-1].text},
+                reask_message(panel.strategy, n, panel.scale),
+            ]
+            responses.append(await engine.chat(call.judge, followup, grammar=forced))
+            judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
+        outcome, error = judgment.outcome, judgment.error
+    except ProviderError as e:  # retries exhausted or not retryable: recorded, never a score
+        judgment, outcome, error = None, "api_error", str(e)
+    spec = recipe.models[call.judge]
     usage = {
         "tokens_in": sum(r.tokens_in for r in responses),
         "tokens_out": sum(r.tokens_out for r in responses),
         "cost_usd": sum(r.cost_usd for r in responses),
         "latency_s": sum(r.latency_s for r in responses),
-        "cached": all(r.cached for r in responses),
+        "cached": bool(responses) and all(r.cached for r in responses),
     }
+    ok = judgment is not None and judgment.ok
     return [
         {
-            "score_id": content_id(call_id, c["candidate_id"]),
-            "call_id": call_id,
-            "item_id": item["item_id"],
+            "score_id": content_id(call.call_id, c["candidate_id"]),
+            "call_id": call.call_id,
+            "item_id": call.item["item_id"],
             "candidate_id": c["candidate_id"],
-            "judge": judge,
+            "judge": call.judge,
             "judge_model": f"{spec.provider}/{spec.model}",
-            "strategy": j.strategy,
-            "scale": j.scale,
+            "strategy": panel.strategy,
+            "scale": panel.scale,
+            "presentation": call.presentation,
+            "is_swapped": call.presentation == 1,
             "position": position,
-            "score": judgment.scores[position] if judgment.ok else None,
-            "raw": responses[-1].text,
-            "parse_error": judgment.error,
+            "score": judgment.scores[position] if ok else None,
+            "pick": judgment.pick if ok else None,
+            "outcome": outcome,
+            "raw": responses[-1].text if responses else "",
+            "parse_error": error,
             "attempts": len(responses),
             **usage,
         }
-        for position, c in enumerate(candidates)
+        for position, c in enumerate(call.shown)
     ]
 
 
 async def _score(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> list[dict]:
     by_item = {k[0]: g.sort("iteration").to_dicts() for k, g in candidates.group_by("item_id")}
-    jobs = [
-        _judge_item(engine, recipe, judge, item, by_item[item["item_id"]])
-        for item in items.to_dicts()
-        if item["item_id"] in by_item
-        for judge in recipe.judge.models
-    ]
-    per_call = await engine.gather(jobs, total=len(jobs), desc="scores")
+    calls = plan(recipe, items.to_dicts(), by_item)
+    per_call = await engine.gather((_judge(engine, recipe, c) for c in calls), total=len(calls), desc="scores")
     return [row for rows in per_call for row in rows]
 
 
 def check_failure_budget(recipe: Recipe, scores: pl.DataFrame) -> None:
     calls = scores.unique("call_id")
-    failed = calls.filter(pl.col("parse_error").is_not_null())
-    if calls.height and failed.height / calls.height > recipe.judge.max_parse_failure_rate:
-        examples = ", ".join(failed["item_id"].head(3))
+    failed = calls.filter(pl.col("outcome") != "ok")
+    budget = recipe.judge.panel.max_parse_failure_rate
+    if calls.height and failed.height / calls.height > budget:
+        examples = ", ".join(failed["item_id"].unique(maintain_order=True).head(3))
         reasons = failed["parse_error"].value_counts(sort=True)["parse_error"].head(3).to_list()
+        outcomes = ", ".join(f"{o} {n}" for o, n in failed["outcome"].value_counts(sort=True).iter_rows())
         raise BuildError(
-            f"{recipe.path}: judge.max_parse_failure_rate: {failed.height} of {calls.height} judge calls unparseable "
-            f"(> {recipe.judge.max_parse_failure_rate:.0%}); items {examples}; reasons: {'; '.join(reasons)}"
+            f"{recipe.path}: judge.panel.max_parse_failure_rate: {failed.height} of {calls.height} judge calls failed "
+            f"({outcomes}; > {budget:.0%}); items {examples}; reasons: {'; '.join(reasons)}"
         )
 
 
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     items = read_table(ITEMS, data_dir)
     candidates = read_table(CANDIDATES, data_dir)
-    engine.prepare(recipe.judge.models)
+    engine.prepare(recipe.judge.panel.models)
     df = frame(SCORES, engine.run(_score(engine, recipe, items, candidates)))
     check_failure_budget(recipe, df)
     write_table(SCORES, df, data_dir)

@@ -1,13 +1,19 @@
-"""Builder: `scores` -> `verdicts` (pure: no LLM calls). Ranks each item's candidates by mean score.
+"""Builder: `scores` -> `verdicts` (pure: no LLM calls, so changing the jury or its rule is free).
 
-Missing scores are left out of the ranking. An item needs `judge.min_scored` scored candidates.
-When several candidates share the best score, `judge.tie_policy` drops the item or prefers the
-later (or earlier) iteration.
+1. Per member judge and item: each candidate's mean score over the judge's calls. A candidate set
+   shown in both orders whose winner flips with the order is *inconsistent*: those calls count for
+   nothing (never silently a tie or a win). The judge's vote is its best candidate; a tie for best
+   is settled by `judge.tie_policy` (`drop`: no vote).
+2. Per item: `rule: majority` chooses the candidate with most votes, `rule: mean` the best mean
+   score across members; ties again by `tie_policy`. The ranking puts the chosen candidate first,
+   then the others by mean score; an item needs `judge.min_scored` scored candidates.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from pathlib import Path
+from statistics import mean
 
 import polars as pl
 
@@ -18,39 +24,108 @@ READS = ("candidates", "scores")
 WRITES = ("verdicts",)
 
 
-def _verdict(recipe: Recipe, item_id: str, n_candidates: int, scored: list[dict]) -> dict:
+def prefer(tied: list[str], policy: str, iteration: dict[str, int]) -> str | None:
+    """One of several tied candidates by the tie policy, or None for `drop`."""
+    if len(tied) == 1:
+        return tied[0]
+    if policy == "drop":
+        return None
+    pick = max if policy == "later_iteration" else min
+    return pick(sorted(tied), key=lambda cid: iteration[cid])
+
+
+def _best(values: dict[str, float]) -> list[str]:
+    top = max(values.values())
+    return sorted(cid for cid, v in values.items() if v == top)
+
+
+def judge_view(calls: list[list[dict]]) -> tuple[dict[str, float], bool]:
+    """(candidate -> mean score, whether some order flip was found) from one judge's calls on one item.
+
+    `calls` holds each call's ok rows. Calls over the same candidates in both orders are compared.
+    """
+    by_set: dict[frozenset, list[list[dict]]] = defaultdict(list)
+    for rows in calls:
+        by_set[frozenset(r["candidate_id"] for r in rows)].append(rows)
+    kept: dict[str, list[float]] = defaultdict(list)
+    flipped = False
+    for group in by_set.values():
+        winners = {frozenset(_best({r["candidate_id"]: r["score"] for r in rows})) for rows in group}
+        if len(winners) > 1:
+            flipped = True
+            continue
+        for rows in group:
+            for r in rows:
+                kept[r["candidate_id"]].append(r["score"])
+    return {cid: mean(v) for cid, v in kept.items()}, flipped
+
+
+def _verdict(recipe: Recipe, item_id: str, candidates: list[dict], views: dict[str, tuple[dict, bool]]) -> dict:
     j = recipe.judge
-    later_first = j.tie_policy == "later_iteration"
-    scored.sort(key=lambda c: (-c["score"], -c["iteration"] if later_first else c["iteration"], c["candidate_id"]))
-    best = scored[0]["score"] if scored else None
-    is_tie = sum(c["score"] == best for c in scored) > 1
-    if len(scored) < j.min_scored:
+    iteration = {c["candidate_id"]: c["iteration"] for c in candidates}
+    per_candidate: dict[str, list[float]] = defaultdict(list)
+    votes: list[str] = []
+    tied_judges = 0  # judges whose best score was shared by several candidates
+    for scores, _ in views.values():
+        for cid, s in scores.items():
+            per_candidate[cid].append(s)
+        if scores:
+            best = _best(scores)
+            tied_judges += len(best) > 1
+            vote = prefer(best, j.tie_policy, iteration)
+            if vote is not None:
+                votes.append(vote)
+    means = {cid: mean(v) for cid, v in per_candidate.items()}
+    n_inconsistent = sum(flipped and not scores for scores, flipped in views.values())
+    chosen, is_tie = None, tied_judges > 0
+    if j.rule == "mean" and means:
+        best = _best(means)
+        is_tie, chosen = len(best) > 1, prefer(best, j.tie_policy, iteration)
+    elif votes:
+        counts = Counter(votes)
+        top = max(counts.values())
+        best = sorted(cid for cid, n in counts.items() if n == top)
+        is_tie, chosen = is_tie or len(best) > 1, prefer(best, j.tie_policy, iteration)
+    if chosen is not None and len(means) >= j.min_scored:
+        status = "ok"
+    elif n_inconsistent and not votes:
+        status = "inconsistent"
+    elif len(means) < j.min_scored:
         status = "too_few_scored"
-    elif is_tie and j.tie_policy == "drop":
+    elif is_tie:
         status = "tie_dropped"
     else:
-        status = "ok"
-    chosen = scored[0] if status == "ok" else None
+        status = "no_votes"
+    if status != "ok":
+        chosen = None
+    others = sorted((c for c in means if c != chosen), key=lambda c: (-means[c], c))
+    ranking = ([chosen] if chosen else []) + others
     return {
         "item_id": item_id,
-        "n_candidates": n_candidates,
-        "n_scored": len(scored),
-        "ranking": [c["candidate_id"] for c in scored],
-        "ranking_scores": [c["score"] for c in scored],
-        "chosen_id": chosen["candidate_id"] if chosen else None,
-        "chosen_score": chosen["score"] if chosen else None,
+        "n_candidates": len(candidates),
+        "n_scored": len(means),
+        "ranking": ranking,
+        "ranking_scores": [means[c] for c in ranking],
+        "chosen_id": chosen,
+        "chosen_score": means[chosen] if chosen else None,
         "is_tie": is_tie,
+        "n_votes": len(votes),
+        "agreement": votes.count(chosen) / len(votes) if chosen and votes else None,
+        "n_inconsistent": n_inconsistent,
         "status": status,
     }
 
 
 def aggregate(recipe: Recipe, candidates: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
-    means = scores.group_by("candidate_id").agg(pl.col("score").mean())
-    table = candidates.select("candidate_id", "item_id", "iteration").join(means, on="candidate_id", how="left")
+    voters = recipe.judge.voters
+    ok = scores.filter(pl.col("outcome") == "ok", pl.col("judge").is_in(voters))
+    calls: dict[tuple[str, str], list[list[dict]]] = defaultdict(list)
+    for (_, item_id, judge), rows in ok.group_by("call_id", "item_id", "judge", maintain_order=True):
+        calls[(item_id, judge)].append(rows.select("candidate_id", "score").to_dicts())
     rows = []
-    for (item_id,), group in table.group_by("item_id"):
-        scored = group.filter(pl.col("score").is_not_null()).to_dicts()
-        rows.append(_verdict(recipe, item_id, group.height, scored))
+    for (item_id,), group in candidates.group_by("item_id", maintain_order=True):
+        views = {judge: judge_view(calls[(item_id, judge)]) for judge in voters}
+        rows.append(_verdict(recipe, item_id, group.to_dicts(), views))
     return frame(VERDICTS, rows)
 
 

@@ -57,7 +57,8 @@ generation:
   reviewers: [reviewer]
   iterations: 3
 judge:
-  models: [judge]
+  panel:
+    models: [judge]
   tie_policy: later_iteration
 export:
   min_margin: 0

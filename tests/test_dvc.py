@@ -58,3 +58,10 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
     third = _run(["dvc", "repro"], repo, env)
     assert re.findall(r"Running stage '(\w+)@tiny'", third) == ["dpo", "kto"]
     assert " calls" not in third  # only LLM stages report calls; none ran
+
+    # the jury's settings belong to the pure verdicts stage: no judge is called again
+    recipe.write_text(recipe.read_text().replace("tie_policy: later_iteration", "tie_policy: earlier_iteration"))
+    fourth = _run(["dvc", "repro"], repo, env)
+    ran = re.findall(r"Running stage '(\w+)@tiny'", fourth)
+    assert ran[0] == "verdicts" and not {"items", "candidates", "scores"} & set(ran)
+    assert " calls" not in fourth

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builders.judging import combined_grammar, parse_judgment
+from builders.judging import grammar, messages, parse_judgment
 from builders.llm.cache import ResponseCache
 from builders.llm.engine import Engine
 from builders.llm.local import DEFAULT_MODEL_SHA256, default_model_path, fold_system
@@ -37,12 +37,10 @@ def test_one_prompt_is_answered_deterministically(project, tmp_path, model_path)
 
 def test_grammar_makes_the_judge_answer_parseable(project, tmp_path, model_path):
     recipe = load_recipe(tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 120"))
-    from builders.judging import combined_messages
-
-    messages = combined_messages(recipe, "What is 2 + 2?", ["4", "5"])
+    conversation = messages(recipe, "What is 2 + 2?", ["4", "5"])
     engine = Engine(recipe, cache=ResponseCache(tmp_path / "c"), progress=False)
-    answer = engine.run(engine.chat("judge", messages, grammar=combined_grammar(2, 10)))
-    judgment = parse_judgment(answer.text, scale=10, n=2)
+    answer = engine.run(engine.chat("judge", conversation, grammar=grammar("combined", 2, 10)))
+    judgment = parse_judgment(answer.text, strategy="combined", scale=10, n=2)
     assert judgment.ok, answer.text
 
 

@@ -49,7 +49,7 @@ def test_second_run_makes_no_calls_and_writes_the_same_tables(built):
     before = {n: as_jsonl(read_table(t, data)) for n, t in TABLES.items()}
     engines = build_all(recipe)
     assert engines["candidates"].usage.calls == 0 and engines["scores"].usage.calls == 0
-    assert engines["candidates"].usage.cached == 4 * 5 and engines["scores"].usage.cached == 4
+    assert engines["candidates"].usage.cached == 4 * 5 and engines["scores"].usage.cached == 4 * 2  # both orders
     assert read_table(TABLES["candidates"], data)["cached"].all()
     assert {n: as_jsonl(read_table(t, data)) for n, t in TABLES.items()} == before
 
@@ -97,7 +97,7 @@ def test_a_candidate_tied_with_the_chosen_one_is_never_rejected(project):
 
     recipe = load_recipe(tiny_recipe(project))
     tie = "### Score Assistant A: 8/10\n### Score Assistant B: 5/10\n### Score Assistant C: 8/10"
-    judge = FakeProvider(recipe.models["judge"], script=[tie] * 4)
+    judge = FakeProvider(recipe.models["judge"], script=[tie] * 8)  # 4 items, both orders
     build_all(recipe, providers={"judge": judge})
     data = project.parent / "data" / "tiny"
     candidates = read_table(TABLES["candidates"], data).select("candidate_id", "iteration")

@@ -61,7 +61,7 @@ def test_wrong_type(project):
 def test_undefined_model(project):
     path = tiny_recipe(project)
     replace(path, "models: [judge]", "models: [gtp-4o]")
-    line = assert_one_line_error(project, path, "judge.models[0]: unknown model 'gtp-4o'", "known: writer, reviewer, judge")
+    line = assert_one_line_error(project, path, "judge.panel.models[0]: unknown model 'gtp-4o'", "known: writer, reviewer, judge")
     assert line.startswith(str(path))
 
 
@@ -100,7 +100,7 @@ def test_template_with_unknown_placeholder(project):
     template = project / "recipes" / "prompts" / "judge" / "combined_user.txt"
     template.write_text("[User Question]\n{question}\n\n{answers}\n")
     path = tiny_recipe(project)
-    assert_one_line_error(project, path, "judge.user_prompt", "unknown placeholder {answers}", "known: question, responses")
+    assert_one_line_error(project, path, "judge.panel.user_prompt", "unknown placeholder {answers}", "known: question, responses")
 
 
 def test_prompt_row_without_text_names_the_row(project):
@@ -121,7 +121,7 @@ def test_several_problems_are_all_reported(project):
     lines = str(err.value).splitlines()
     assert len(lines) == 2
     assert any("generation.generator: unknown model 'ghost'" in line for line in lines)
-    assert any("judge.models[0]: unknown model 'nobody'" in line for line in lines)
+    assert any("judge.panel.models[0]: unknown model 'nobody'" in line for line in lines)
 
 
 def test_name_must_match_file(project):
@@ -178,3 +178,13 @@ def test_settings_that_can_never_make_a_pair(project):
     replace(path, "iterations: 3", "iterations: 2")
     replace(path, "  tie_policy: later_iteration", "  tie_policy: later_iteration\n  min_scored: 3")
     assert_one_line_error(project, path, "generation.iterations: 2 candidate(s) per prompt can never make a verdict")
+
+
+def test_jury_settings_are_checked(project):
+    path = tiny_recipe(project)
+    replace(path, "models: [judge]", "models: [judge, writer]")
+    assert_one_line_error(project, path, "judge.mode: `judge` takes one member, the panel has 2", command="validate")
+    replace(path, "  tie_policy: later_iteration", "  tie_policy: later_iteration\n  mode: jury\n  members: [judge, reviewer]")
+    assert_one_line_error(project, path, "judge.members[1]: 'reviewer' is not on the panel", command="validate")
+    replace(path, "mode: jury", "mode: debate")
+    assert_one_line_error(project, path, "judge.mode", "'judge' or 'jury'", command="validate")

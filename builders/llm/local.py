@@ -11,6 +11,7 @@ every call. One model instance serves one call at a time, in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import importlib.resources
 import os
@@ -115,6 +116,14 @@ def fold_system(messages: list[Message]) -> list[Message]:
     else:
         rest.insert(0, {"role": "user", "content": system})
     return rest
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free loaded models before interpreter shutdown (llama.cpp's finalizers fail once it has begun)."""
+    while _loaded:
+        _, (llm, _, _) = _loaded.popitem()
+        llm.close()
 
 
 def load(path: Path, context_tokens: int, seed: int):

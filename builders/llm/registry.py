@@ -32,7 +32,7 @@ PROVIDERS: dict[str, ProviderEntry] = {
 
 def used_models(recipe: Recipe) -> list[str]:
     g = recipe.generation
-    names = [g.generator, *g.reviewers, *recipe.judge.models]
+    names = [g.generator, *g.reviewers, *recipe.judge.panel.models]
     return list(dict.fromkeys(names))
 
 
