@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from builders.llm.engine import Engine
-from builders.llm.types import ChatResponse
+from builders.llm.types import ChatResponse, OutputFormat
 from builders.prompts import count_word, render
 from builders.recipe import Recipe
 
@@ -55,16 +55,12 @@ class Answer:
     reviews: list[Review] = field(default_factory=list)
 
 
-def _grammar(engine: Engine, model: str, grammar: str) -> str | None:
-    return grammar if engine.spec(model).provider == "local" else None
-
-
 async def review(engine: Engine, recipe: Recipe, reviewer: str, question: str, response: str) -> Review:
     messages = [
         {"role": "system", "content": render(recipe, "generation.reviewer_system_prompt")},
         {"role": "user", "content": render(recipe, "generation.reviewer_user_prompt", question=question, response=response)},
     ]
-    r = await engine.chat(reviewer, messages, grammar=_grammar(engine, reviewer, REVIEW_GRAMMAR))
+    r = await engine.chat(reviewer, messages, output=OutputFormat(grammar=REVIEW_GRAMMAR))
     score, feedback = parse_review(r.text)
     return Review(r.text, score, feedback, r)
 

@@ -10,10 +10,11 @@ Parsing lives in `builders.judgment_parser`; `parse_judgment` is re-exported her
 from __future__ import annotations
 
 from builders.judgment_parser import Judgment, parse_judgment
+from builders.llm.types import OutputFormat
 from builders.prompts import count_word, letter, render
 from builders.recipe import Recipe
 
-__all__ = ["Judgment", "answer_format", "grammar", "messages", "parse_judgment", "reask_message"]
+__all__ = ["Judgment", "answer_format", "grammar", "json_schema", "messages", "output_format", "parse_judgment", "reask_message"]
 
 
 def score_format(n: int, scale: int) -> str:
@@ -78,3 +79,29 @@ def grammar(strategy: str, n: int, scale: int) -> str:
         "evidence ::= [^#\\n]{1,700}\n"
         f"score ::= {_score_rule(scale)}\n"
     )
+
+
+def json_schema(strategy: str, n: int) -> dict:
+    """The structured-output schema of a verdict; `parse_judgment` reads answers of this shape."""
+    if strategy == "direct":
+        verdict = {"answer": {"type": "string", "enum": ["A", "B", "C"]}}
+    elif strategy == "independent":
+        verdict = {"score": {"type": "number"}}
+    else:
+        letters = [letter(i) for i in range(n)]
+        verdict = {"scores": {
+            "type": "object",
+            "properties": {a: {"type": "number"} for a in letters},
+            "required": letters,
+            "additionalProperties": False,
+        }}
+    properties = {"evaluation": {"type": "string"}, **verdict}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def output_format(recipe: Recipe, n: int) -> OutputFormat:
+    """How a judge's answer is constrained: the text format's grammar where grammars are supported,
+    and, with `judge.panel.structured`, a JSON schema where structured output is supported."""
+    panel = recipe.judge.panel
+    schema = json_schema(panel.strategy, n) if panel.structured else None
+    return OutputFormat(grammar=grammar(panel.strategy, n, panel.scale), json_schema=schema)

@@ -98,6 +98,7 @@ class Panel(Strict):
     system_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_system.txt")
     user_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_user.txt")
     max_parse_failure_rate: float = Field(0.1, ge=0, le=1, description="share of failed judge calls that fails the stage")
+    structured: bool = Field(False, description="ask for a JSON verdict where the provider supports structured output")
 
     def template(self, role: str) -> str:
         given = self.system_prompt if role == "system" else self.user_prompt

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from builders.errors import BuildError, ProviderError
-from builders.judging import grammar, messages, parse_judgment, reask_message
+from builders.judging import messages, output_format, parse_judgment, reask_message
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, ITEMS, SCORES, content_id, frame, read_table, write_table
@@ -67,17 +67,17 @@ async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
     panel = recipe.judge.panel
     n = len(call.shown)
     conversation = messages(recipe, call.item["prompt"], [c["response"] for c in call.shown])
-    forced = grammar(panel.strategy, n, panel.scale) if engine.spec(call.judge).provider == "local" else None
+    forced = output_format(recipe, n)
     responses = []
     try:
-        responses.append(await engine.chat(call.judge, conversation, grammar=forced))
+        responses.append(await engine.chat(call.judge, conversation, output=forced))
         judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
         if not judgment.ok:
             followup = conversation + [
                 {"role": "assistant", "content": responses[-1].text},
                 reask_message(panel.strategy, n, panel.scale),
             ]
-            responses.append(await engine.chat(call.judge, followup, grammar=forced))
+            responses.append(await engine.chat(call.judge, followup, output=forced))
             judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
         outcome, error = judgment.outcome, judgment.error
     except ProviderError as e:  # retries exhausted or not retryable: recorded, never a score

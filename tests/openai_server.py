@@ -113,10 +113,26 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def _instance(schema: dict, noise) -> object:
+    """A deterministic value of a JSON schema (objects, strings, numbers 1..10, enums)."""
+    if "enum" in schema:
+        return schema["enum"][next(noise) % len(schema["enum"])]
+    if schema.get("type") == "object":
+        return {k: _instance(v, noise) for k, v in schema["properties"].items()}
+    if schema.get("type") == "number":
+        return 1 + next(noise) % 10
+    return "A structured evaluation."
+
+
 def completion_body(request: dict) -> dict:
     """A chat.completion object answering `request` (a parsed chat-completions request body)."""
     messages = request.get("messages") or []
-    text = auto_answer(messages)
+    response_format = request.get("response_format") or {}
+    if response_format.get("type") == "json_schema":  # structured output: a JSON object of the schema
+        digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+        text = json.dumps(_instance(response_format["json_schema"]["schema"], iter(digest * 4)))
+    else:
+        text = auto_answer(messages)
     prompt_tokens = sum(max(1, len(str(m.get("content", "")).split())) for m in messages)
     completion_tokens = max(1, len(text.split()))
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()

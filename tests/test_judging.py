@@ -134,3 +134,26 @@ def test_too_many_failed_calls_fail_the_stage_and_write_nothing(project):
     with pytest.raises(BuildError, match=r"max_parse_failure_rate: 8 of 8 judge calls failed \(unparseable 8"):
         _scores_with(project, lambda item, shown, attempt: "nothing")
     assert not list((project.parent / "data").rglob("scores.parquet"))
+
+
+def test_structured_verdicts_through_an_openai_compatible_server(project, tmp_path):
+    import json
+
+    from openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        path = tiny_recipe(project)
+        text = path.read_text().replace(
+            "  judge: {provider: fake, model: auto}",
+            f"  judge: {{provider: openai-compatible, model: judge-model, base_url: '{server.base_url}'}}",
+        )
+        path.write_text(text.replace("    models: [judge]\n", "    models: [judge]\n    structured: true\n"))
+        recipe = load_recipe(path)
+        for stage in ("items", "candidates", "scores"):
+            run_stage(recipe, stage, progress=False)
+        scores = pl.read_parquet(project.parent / "data" / "tiny" / "scores.parquet")
+        schema = server.requests[0]["json"]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["scores"]["required"] == ["A", "B", "C"]
+    assert (scores["outcome"] == "ok").all() and scores.height == 24
+    first = scores.row(0, named=True)
+    assert json.loads(first["raw"])["scores"][chr(ord("A") + first["position"])] == first["score"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builders.judging import grammar, messages, parse_judgment
+from builders.judging import messages, output_format, parse_judgment
 from builders.llm.cache import ResponseCache
 from builders.llm.engine import Engine
 from builders.llm.local import DEFAULT_MODEL_SHA256, default_model_path, fold_system
@@ -39,7 +39,7 @@ def test_grammar_makes_the_judge_answer_parseable(project, tmp_path, model_path)
     recipe = load_recipe(tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 120"))
     conversation = messages(recipe, "What is 2 + 2?", ["4", "5"])
     engine = Engine(recipe, cache=ResponseCache(tmp_path / "c"), progress=False)
-    answer = engine.run(engine.chat("judge", conversation, grammar=grammar("combined", 2, 10)))
+    answer = engine.run(engine.chat("judge", conversation, output=output_format(recipe, 2)))
     judgment = parse_judgment(answer.text, strategy="combined", scale=10, n=2)
     assert judgment.ok, answer.text
 
@@ -47,3 +47,14 @@ def test_grammar_makes_the_judge_answer_parseable(project, tmp_path, model_path)
 def test_system_prompt_folding():
     folded = fold_system([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
     assert folded == [{"role": "user", "content": "Be brief.\n\nHi"}]
+
+
+def test_structured_json_verdict_from_the_local_model(project, tmp_path, model_path):
+    path = tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 160")
+    path.write_text(path.read_text().replace("    models: [judge]\n", "    models: [judge]\n    structured: true\n"))
+    recipe = load_recipe(path)
+    conversation = messages(recipe, "What is 2 + 2?", ["4", "5"])
+    engine = Engine(recipe, cache=ResponseCache(tmp_path / "d"), progress=False)
+    answer = engine.run(engine.chat("judge", conversation, output=output_format(recipe, 2)))
+    assert answer.text.lstrip().startswith("{")
+    assert parse_judgment(answer.text, strategy="combined", scale=10, n=2).ok, answer.text

@@ -2,7 +2,7 @@
 
 The key is a hash of everything that changes what a model writes: the model's identity (provider and
 model id; the bundled local model by its sha256; an openai-compatible model with its server URL),
-messages, sampling parameters, output grammar and sample index. Timeouts, retries, concurrency and
+messages, sampling parameters, output format (grammar, JSON schema) and sample index. Timeouts, retries, concurrency and
 prices are left out, so changing them never invalidates a finished call. Each answer is committed
 as soon as it arrives: a killed build loses no paid call.
 """
@@ -15,7 +15,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from builders.llm.types import Completion, Message
+from builders.llm.types import Completion, Message, OutputFormat
 
 DEFAULT_DIR = Path(".cache") / "llm"
 
@@ -25,16 +25,18 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(
-    *, model: dict, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int
+    *, model: dict, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int
 ) -> str:
     """`model` is the registry's identity of the model (provider, model id, and endpoint where it matters)."""
     payload = {
         "model": model,
         "messages": messages,
         "sampling": sampling,
-        "grammar": grammar,
+        "grammar": output.grammar if output else None,
         "sample_index": sample_index,
     }
+    if output and output.json_schema is not None:
+        payload["json_schema"] = output.json_schema
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from builders.errors import BuildError, ProviderError
 from builders.llm.cache import ResponseCache, cache_key
 from builders.llm.registry import create_provider, identity
-from builders.llm.types import ChatResponse, Completion, Message, Provider
+from builders.llm.types import ChatResponse, Completion, Message, OutputFormat, Provider
 from builders.recipe import ModelSpec, Recipe
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,14 @@ class Engine:
         return self._semaphores[model]
 
     async def chat(
-        self, model: str, messages: list[Message], *, grammar: str | None = None, sample_index: int = 0
+        self, model: str, messages: list[Message], *, output: OutputFormat | None = None, sample_index: int = 0
     ) -> ChatResponse:
         spec = self.spec(model)
         sampling = spec.sampling()
         if model not in self._identities:
             self._identities[model] = identity(spec)
         key = cache_key(
-            model=self._identities[model], messages=messages, sampling=sampling, grammar=grammar, sample_index=sample_index
+            model=self._identities[model], messages=messages, sampling=sampling, output=output, sample_index=sample_index
         )
         hit = self.cache.get(key)
         if hit is not None:
@@ -94,7 +94,7 @@ class Engine:
         self.prepare([model])
         async with self._semaphore(model):
             start = time.perf_counter()
-            completion = await self._call_with_retries(model, spec, messages, sampling, grammar, sample_index)
+            completion = await self._call_with_retries(model, spec, messages, sampling, output, sample_index)
             latency = time.perf_counter() - start
         self.cache.put(key, completion, latency)
         response = self._response(spec, completion, latency, cached=False)
@@ -106,13 +106,13 @@ class Engine:
         return response
 
     async def _call_with_retries(
-        self, model: str, spec: ModelSpec, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int
+        self, model: str, spec: ModelSpec, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int
     ) -> Completion:
         provider = self._providers[model]
         for attempt in range(spec.max_retries + 1):
             try:
                 return await asyncio.wait_for(
-                    provider.complete(messages, sampling=sampling, grammar=grammar, sample_index=sample_index),
+                    provider.complete(messages, sampling=sampling, output=output, sample_index=sample_index),
                     timeout=spec.timeout_s,
                 )
             except TimeoutError:

@@ -20,7 +20,7 @@ import re
 from collections import deque
 
 from builders.errors import BuildError
-from builders.llm.types import Completion, Message
+from builders.llm.types import Completion, Message, OutputFormat
 from builders.recipe import ModelSpec
 
 HEADER = re.compile(r"###\s*([^:\n#]+):\s*(\[[^\]]*\]|[A-Z]\s*/\s*\d+|[A-Z](?: or [A-Z])+)?")
@@ -94,9 +94,9 @@ class FakeProvider:
         return item(messages) if callable(item) else item
 
     async def complete(
-        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+        self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
     ) -> Completion:
-        self.calls.append({"messages": messages, "sampling": sampling, "grammar": grammar, "sample_index": sample_index})
+        self.calls.append({"messages": messages, "sampling": sampling, "output": output, "sample_index": sample_index})
         text = self._answer(messages, sample_index)
         prompt_tokens = sum(_tokens(m["content"]) for m in messages)
         return Completion(text=text, tokens_in=prompt_tokens, tokens_out=_tokens(text), finish_reason="stop")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
+import json
 import importlib.resources
 import os
 import threading
 from pathlib import Path
 
 from builders.errors import BuildError, ProviderError
-from builders.llm.types import Completion, Message
+from builders.llm.types import Completion, Message, OutputFormat
 from builders.recipe import ModelSpec
 
 DEFAULT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -139,6 +140,22 @@ def load(path: Path, context_tokens: int, seed: int):
         return _loaded[key]
 
 
+MAX_STRING = 600  # characters a free-text field may take, so a small model reaches the fields after it
+
+
+def bounded(schema: object) -> object:
+    """`schema` with a maxLength on every free string: without one a small model can spend all its
+    tokens on the first string and never write the verdict."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) for k, v in schema.items()}
+    if out.get("type") == "string" and "enum" not in out and "maxLength" not in out:
+        out["maxLength"] = MAX_STRING
+    return out
+
+
 class LocalProvider:
     def __init__(self, spec: ModelSpec, *, api_key: str | None = None):
         self.spec = spec
@@ -156,7 +173,7 @@ class LocalProvider:
         model = f"default@sha256:{DEFAULT_MODEL_SHA256}" if spec.model == "default" else spec.model
         return {"provider": spec.provider, "model": model, "endpoint": None}
 
-    def _complete(self, messages: list[Message], sampling: dict, grammar: str | None, sample_index: int) -> Completion:
+    def _complete(self, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int) -> Completion:
         from llama_cpp import LlamaGrammar
 
         seed = (sampling["seed"] if sampling["seed"] is not None else 0) + sample_index
@@ -166,8 +183,10 @@ class LocalProvider:
         kwargs = {"temperature": sampling["temperature"], "max_tokens": sampling["max_tokens"], "seed": seed}
         if sampling.get("top_p") is not None:
             kwargs["top_p"] = sampling["top_p"]
-        if grammar:
-            kwargs["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
+        if output and output.json_schema is not None:
+            kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(bounded(output.json_schema)), verbose=False)
+        elif output and output.grammar:
+            kwargs["grammar"] = LlamaGrammar.from_string(output.grammar, verbose=False)
         with lock:
             llm.reset()
             llm.set_seed(seed)
@@ -185,6 +204,6 @@ class LocalProvider:
         )
 
     async def complete(
-        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+        self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
     ) -> Completion:
-        return await asyncio.to_thread(self._complete, messages, sampling, grammar, sample_index)
+        return await asyncio.to_thread(self._complete, messages, sampling, output, sample_index)

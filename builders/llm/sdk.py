@@ -14,7 +14,7 @@ import time
 from types import ModuleType
 
 from builders.errors import ProviderError
-from builders.llm.types import Completion, Message
+from builders.llm.types import Completion, Message, OutputFormat
 from builders.recipe import ModelSpec
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
@@ -72,12 +72,12 @@ class ChatSDKProvider:
         return params
 
     async def complete(
-        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+        self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
     ) -> Completion:
         sdk = self.sdk
         try:
             response = await self.client.chat.completions.create(
-                model=self.spec.model, messages=messages, **self._params(sampling, sample_index)
+                model=self.spec.model, messages=messages, **self._params(sampling, sample_index), **_response_format(output)
             )
         except sdk.APIStatusError as e:
             status = e.status_code
@@ -100,6 +100,14 @@ class ChatSDKProvider:
             tokens_out=getattr(usage, "completion_tokens", 0) or 0,
             finish_reason=choice.finish_reason,
         )
+
+
+def _response_format(output: OutputFormat | None) -> dict:
+    """Structured output as the chat-completions API takes it (grammars are not part of that API)."""
+    if output is None or output.json_schema is None:
+        return {}
+    schema = {"name": "answer", "schema": output.json_schema, "strict": True}
+    return {"response_format": {"type": "json_schema", "json_schema": schema}}
 
 
 def _short(e: Exception) -> str:

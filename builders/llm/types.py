@@ -9,6 +9,15 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 
 
 @dataclass(frozen=True)
+class OutputFormat:
+    """Constraints on an answer's form. Each provider applies what it supports and ignores the rest,
+    so callers state what they want without knowing which provider serves the model."""
+
+    grammar: str | None = None  # GBNF (llama.cpp)
+    json_schema: dict | None = None  # structured output: OpenAI-style response_format, or a llama.cpp grammar
+
+
+@dataclass(frozen=True)
 class Completion:
     """What a provider returns for one call."""
 
@@ -35,5 +44,5 @@ class Provider(Protocol):
     """One configured model endpoint. `complete` raises ProviderError on failure."""
 
     async def complete(
-        self, messages: list[Message], *, sampling: dict, grammar: str | None, sample_index: int
+        self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
     ) -> Completion: ...
