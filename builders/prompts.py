@@ -29,6 +29,13 @@ JUDGE_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
+DEBATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "system_prompt": frozenset({"n", "scale"}),
+    "user_prompt": frozenset({"question", "responses", "history", "instruction"}),
+    "final_prompt": frozenset({"role_name", "score_format"}),
+}
+
+
 def templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
     """Every template the recipe uses: recipe field -> (file, placeholders its builder supplies)."""
     out = {}
@@ -40,6 +47,12 @@ def templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
     panel = recipe.judge.panel
     for role, allowed in zip(("system", "user"), JUDGE_PLACEHOLDERS[panel.strategy]):
         out[f"judge.panel.{role}_prompt"] = (recipe.resolve(panel.template(role)), allowed)
+    if panel.debate:
+        d, where = panel.debate, "judge.panel.debate"
+        for key, allowed in DEBATE_PLACEHOLDERS.items():
+            out[f"{where}.{key}"] = (recipe.resolve(getattr(d, key)), allowed)
+        for role in d.roles():
+            out[f"{where}.role_prompts.{role}"] = (recipe.resolve(d.role_prompts) / f"{role}.txt", frozenset())
     return out
 
 

@@ -85,10 +85,30 @@ class Generation(Strict):
     reviewer_user_prompt: str = "prompts/reviewer/user.txt"
 
 
-class Panel(Strict):
-    """Who judges and how: everything the LLM-calling `scores` stage depends on."""
+ROLES = ("general_public", "psychologist", "critic")  # the paper's referees, in speaking order
 
-    models: list[str] = Field(min_length=1, description="every judge whose scores are collected")
+
+class Debate(Strict):
+    """ChatEval-style debate (the paper's Tables 9-10): referees discuss, then each scores."""
+
+    referees: dict[Literal["general_public", "psychologist", "critic"], str] = Field(
+        min_length=1, description="role -> model; roles speak in the order general_public, psychologist, critic"
+    )
+    rounds: int = Field(2, ge=1, description="times every referee speaks before the final scores")
+    system_prompt: str = "prompts/debate/system.txt"
+    user_prompt: str = "prompts/debate/user.txt"
+    final_prompt: str = "prompts/debate/final.txt"
+    role_prompts: str = Field("prompts/debate", description="folder holding <role>.txt for each referee")
+
+    def roles(self) -> list[str]:
+        return [r for r in ROLES if r in self.referees]
+
+
+class Panel(Strict):
+    """Who judges and how: everything the LLM-calling `debates` and `scores` stages depend on."""
+
+    models: list[str] = Field([], description="every judge whose scores are collected (not with `debate`)")
+    debate: Debate | None = Field(None, description="referees debate, then each gives final scores (mode `debate`)")
     strategy: Literal["direct", "independent", "combined"] = Field(
         "combined",
         description="direct: pick A, B or tie per pair; independent: each response alone; combined: all responses in one conversation",
@@ -109,8 +129,12 @@ class Judge(Strict):
     """The panel's calls, then how their scores become a verdict (the pure `verdicts` stage)."""
 
     panel: Panel
-    mode: Literal["judge", "jury"] = Field("judge", description="judge: one member decides; jury: members vote")
-    members: list[str] | None = Field(None, description="panel models whose verdicts count (default: the whole panel)")
+    mode: Literal["judge", "jury", "debate"] = Field(
+        "judge", description="judge: one member decides; jury: members vote; debate: the referees vote after debating"
+    )
+    members: list[str] | None = Field(
+        None, description="panel models (debate: referee roles) whose verdicts count (default: all)"
+    )
     rule: Literal["majority", "mean"] = Field(
         "majority", description="jury: each member votes for its best candidate (majority), or mean score across members"
     )
@@ -120,8 +144,13 @@ class Judge(Strict):
     min_scored: int = Field(2, ge=2, description="an item needs this many scored candidates for a verdict")
 
     @property
+    def judges(self) -> list[str]:
+        """Names in the `judge` column of `scores`: panel models, or referee roles in a debate."""
+        return self.panel.debate.roles() if self.panel.debate else list(self.panel.models)
+
+    @property
     def voters(self) -> list[str]:
-        return list(self.members) if self.members is not None else list(self.panel.models)
+        return list(self.members) if self.members is not None else self.judges
 
 
 class Export(Strict):
@@ -190,9 +219,20 @@ def _reference_problems(recipe: Recipe) -> list[str]:
     j = recipe.judge
     for i, m in enumerate(j.panel.models):
         ref(f"judge.panel.models[{i}]", m)
+    debate = j.panel.debate
+    for role, m in (debate.referees.items() if debate else []):
+        ref(f"judge.panel.debate.referees.{role}", m)
+    if (j.mode == "debate") != (debate is not None):
+        problems.append("judge.mode: `debate` goes with judge.panel.debate (referees and rounds), and only with it")
+    elif debate and j.panel.models:
+        problems.append("judge.panel.models: a debate's judges are its referees; leave models out")
+    elif not debate and not j.panel.models:
+        problems.append("judge.panel.models: name at least one judge model")
+    if debate and j.panel.strategy != "combined":
+        problems.append("judge.panel.strategy: referees give their final scores by combined scoring")
     for i, m in enumerate(j.members or []):
-        if m not in j.panel.models:
-            problems.append(f"judge.members[{i}]: '{m}' is not on the panel (judge.panel.models: {', '.join(j.panel.models)})")
+        if m not in j.judges:
+            problems.append(f"judge.members[{i}]: '{m}' is not on the panel ({', '.join(j.judges)})")
     if j.mode == "judge" and len(j.voters) != 1:
         problems.append(
             f"judge.mode: `judge` takes one member, the panel has {len(j.voters)}; "

@@ -3,7 +3,8 @@
 Calls per item and judge, by strategy:
 - combined: all candidates in one conversation, and again in reverse order when `swap` is on;
 - independent: one conversation per candidate;
-- direct: one conversation per pair of candidates, and again with A and B swapped when `swap` is on.
+- direct: one conversation per pair of candidates, and again with A and B swapped when `swap` is on;
+- debate: after each debate in the `debates` table, every referee gives its final scores.
 
 Each call gives one row per candidate it showed. An answer that cannot be parsed is asked for once
 more in the required format (as the paper does); if it still cannot be parsed, or the provider
@@ -20,12 +21,14 @@ from pathlib import Path
 import polars as pl
 
 from builders.errors import BuildError, ProviderError
-from builders.judging import messages, output_format, parse_judgment, reask_message
+from builders.debates import debate_messages, role_name
+from builders.judging import messages, output_format, parse_judgment, reask_message, score_format
+from builders.prompts import render
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
-from builders.tables import CANDIDATES, ITEMS, SCORES, content_id, frame, read_table, write_table
+from builders.tables import CANDIDATES, DEBATES, ITEMS, SCORES, content_id, frame, read_table, write_table
 
-READS = ("items", "candidates")
+READS = ("items", "candidates", "debates")
 WRITES = ("scores",)
 
 
@@ -33,19 +36,37 @@ WRITES = ("scores",)
 class Call:
     """One judge call: what it shows, in which order."""
 
-    judge: str
+    judge: str  # the `judge` column: the model's recipe name, or a debate referee's role
+    model: str  # the recipe model called
     item: dict
     shown: tuple[dict, ...]  # candidate rows in presentation order (A, B, ...)
     presentation: int  # 0: first order; 1: the same candidates with the order swapped
+    turns: tuple[dict, ...] | None = None  # the debate before this referee's final scores
 
     @property
     def call_id(self) -> str:
         return content_id(self.judge, [c["candidate_id"] for c in self.shown])
 
 
-def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]]) -> list[Call]:
+def _debate_calls(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]], debates: pl.DataFrame) -> list[Call]:
+    referees = recipe.judge.panel.debate.referees
+    prompts = {i["item_id"]: i for i in items}
+    calls = []
+    for (_,), turns in debates.sort("turn").group_by("debate_id", maintain_order=True):
+        first = turns.row(0, named=True)
+        candidates = {c["candidate_id"]: c for c in by_item[first["item_id"]]}
+        shown = tuple(candidates[cid] for cid in first["candidate_ids"])
+        history = tuple(turns.to_dicts())
+        for role in recipe.judge.panel.debate.roles():
+            calls.append(Call(role, referees[role], prompts[first["item_id"]], shown, first["presentation"], history))
+    return calls
+
+
+def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]], debates: pl.DataFrame) -> list[Call]:
     """Every judge call the recipe needs, in a stable order."""
     panel = recipe.judge.panel
+    if panel.debate:
+        return _debate_calls(recipe, items, by_item, debates)
     calls = []
     for item in items:
         candidates = by_item.get(item["item_id"], [])
@@ -57,32 +78,38 @@ def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]]) -> l
             groups = [tuple(candidates)] if candidates else []
         for judge in panel.models:
             for group in groups:
-                calls.append(Call(judge, item, group, 0))
+                calls.append(Call(judge, judge, item, group, 0))
                 if panel.swap and len(group) > 1:
-                    calls.append(Call(judge, item, tuple(reversed(group)), 1))
+                    calls.append(Call(judge, judge, item, tuple(reversed(group)), 1))
     return calls
 
 
 async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
     panel = recipe.judge.panel
     n = len(call.shown)
-    conversation = messages(recipe, call.item["prompt"], [c["response"] for c in call.shown])
+    responses_shown = [c["response"] for c in call.shown]
+    if call.turns is None:
+        conversation = messages(recipe, call.item["prompt"], responses_shown)
+    else:
+        final = render(recipe, "judge.panel.debate.final_prompt", role_name=role_name(call.judge),
+                       score_format=score_format(n, panel.scale))
+        conversation = debate_messages(recipe, call.item["prompt"], responses_shown, list(call.turns), final)
     forced = output_format(recipe, n)
     responses = []
     try:
-        responses.append(await engine.chat(call.judge, conversation, output=forced))
+        responses.append(await engine.chat(call.model, conversation, output=forced))
         judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
         if not judgment.ok:
             followup = conversation + [
                 {"role": "assistant", "content": responses[-1].text},
                 reask_message(panel.strategy, n, panel.scale),
             ]
-            responses.append(await engine.chat(call.judge, followup, output=forced))
+            responses.append(await engine.chat(call.model, followup, output=forced))
             judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
         outcome, error = judgment.outcome, judgment.error
     except ProviderError as e:  # retries exhausted or not retryable: recorded, never a score
         judgment, outcome, error = None, "api_error", str(e)
-    spec = recipe.models[call.judge]
+    spec = recipe.models[call.model]
     usage = {
         "tokens_in": sum(r.tokens_in for r in responses),
         "tokens_out": sum(r.tokens_out for r in responses),
@@ -99,7 +126,7 @@ async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
             "candidate_id": c["candidate_id"],
             "judge": call.judge,
             "judge_model": f"{spec.provider}/{spec.model}",
-            "strategy": panel.strategy,
+            "strategy": "debate" if call.turns is not None else panel.strategy,
             "scale": panel.scale,
             "presentation": call.presentation,
             "is_swapped": call.presentation == 1,
@@ -116,9 +143,10 @@ async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
     ]
 
 
-async def _score(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> list[dict]:
+async def _score(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame,
+                 debates: pl.DataFrame) -> list[dict]:
     by_item = {k[0]: g.sort("iteration").to_dicts() for k, g in candidates.group_by("item_id")}
-    calls = plan(recipe, items.to_dicts(), by_item)
+    calls = plan(recipe, items.to_dicts(), by_item, debates)
     per_call = await engine.gather((_judge(engine, recipe, c) for c in calls), total=len(calls), desc="scores")
     return [row for rows in per_call for row in rows]
 
@@ -140,7 +168,9 @@ def check_failure_budget(recipe: Recipe, scores: pl.DataFrame) -> None:
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     items = read_table(ITEMS, data_dir)
     candidates = read_table(CANDIDATES, data_dir)
-    engine.prepare(recipe.judge.panel.models)
-    df = frame(SCORES, engine.run(_score(engine, recipe, items, candidates)))
+    debates = read_table(DEBATES, data_dir)
+    panel = recipe.judge.panel
+    engine.prepare(panel.debate.referees.values() if panel.debate else panel.models)
+    df = frame(SCORES, engine.run(_score(engine, recipe, items, candidates, debates)))
     check_failure_budget(recipe, df)
     write_table(SCORES, df, data_dir)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from builders import candidates, dpo, items, kto, scores, verdicts
+from builders import candidates, debates, dpo, items, kto, scores, verdicts
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.recipe import Recipe
@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 STAGES: dict[str, ModuleType] = {
     "items": items,
     "candidates": candidates,
+    "debates": debates,
     "scores": scores,
     "verdicts": verdicts,
     "dpo": dpo,
     "kto": kto,
 }
-LLM_STAGES = ("candidates", "scores")
+LLM_STAGES = ("candidates", "debates", "scores")
 
 
 def default_data_root() -> Path:

@@ -85,6 +85,25 @@ CANDIDATES = Table(
     ),
 )
 
+DEBATES = Table(
+    "debates",
+    "one row per referee turn in a debate (empty unless judge.mode is debate)",
+    ("turn_id",),
+    (
+        Column("turn_id", pl.String, "hash of the debate (item, candidates in order) and the turn"),
+        Column("debate_id", pl.String, "the debate: one per item and presentation order"),
+        Column("item_id", pl.String, "the prompt"),
+        Column("candidate_ids", pl.List(pl.String), "the candidates debated, in presentation order (A, B, ...)"),
+        Column("presentation", pl.Int64, "0 for the first order, 1 for the swapped order"),
+        Column("round", pl.Int64, "1-based round"),
+        Column("turn", pl.Int64, "0-based place of the turn in the whole debate"),
+        Column("role", pl.String, "`general_public`, `psychologist` or `critic`"),
+        Column("referee_model", pl.String, "recipe name of the model playing the role"),
+        Column("message", pl.String, "what the referee said"),
+        *_usage("the turn's call"),
+    ),
+)
+
 SCORES = Table(
     "scores",
     "one row per judge call outcome for one candidate in one presentation order",
@@ -94,9 +113,9 @@ SCORES = Table(
         Column("call_id", pl.String, "the judge call (one call scores all candidates it shows); usage columns repeat per call"),
         Column("item_id", pl.String, "the prompt"),
         Column("candidate_id", pl.String, "the candidate scored"),
-        Column("judge", pl.String, "recipe name of the judge model"),
+        Column("judge", pl.String, "recipe name of the judge model, or the referee role in a debate"),
         Column("judge_model", pl.String, "provider/model id of the judge"),
-        Column("strategy", pl.String, "`direct` (pick per pair), `independent` (one response a call) or `combined` (all in one call)"),
+        Column("strategy", pl.String, "`direct` (pick per pair), `independent` (one response a call), `combined` (all in one call) or `debate` (a referee's final scores)"),
         Column("scale", pl.Int64, "maximum score (5, 10 or 100); direct picks score 1 (win), 0.5 (tie), 0 (loss)"),
         Column("presentation", pl.Int64, "0 for the first order, 1 for the same candidates shown in swapped order"),
         Column("is_swapped", pl.Boolean, "true for the swapped presentation (position-bias control)"),
@@ -164,7 +183,7 @@ KTO = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (ITEMS, CANDIDATES, SCORES, VERDICTS, DPO, KTO)}
+TABLES: dict[str, Table] = {t.name: t for t in (ITEMS, CANDIDATES, DEBATES, SCORES, VERDICTS, DPO, KTO)}
 
 
 def content_id(*parts: object) -> str:

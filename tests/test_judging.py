@@ -50,7 +50,7 @@ def _scores_with(project, answer, **panel):
 
     `item` is the item's index in prompt order, `shown` the iterations shown in order."""
     recipe = _recipe(project, **panel)
-    for stage in ("items", "candidates"):
+    for stage in ("items", "candidates", "debates"):
         run_stage(recipe, stage, progress=False)
     data = project.parent / "data" / "tiny"
     questions = sorted(pl.read_parquet(data / "items.parquet")["prompt"])
@@ -149,7 +149,7 @@ def test_structured_verdicts_through_an_openai_compatible_server(project, tmp_pa
         )
         path.write_text(text.replace("    models: [judge]\n", "    models: [judge]\n    structured: true\n"))
         recipe = load_recipe(path)
-        for stage in ("items", "candidates", "scores"):
+        for stage in ("items", "candidates", "debates", "scores"):
             run_stage(recipe, stage, progress=False)
         scores = pl.read_parquet(project.parent / "data" / "tiny" / "scores.parquet")
         schema = server.requests[0]["json"]["response_format"]["json_schema"]["schema"]

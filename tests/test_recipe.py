@@ -186,5 +186,6 @@ def test_jury_settings_are_checked(project):
     assert_one_line_error(project, path, "judge.mode: `judge` takes one member, the panel has 2", command="validate")
     replace(path, "  tie_policy: later_iteration", "  tie_policy: later_iteration\n  mode: jury\n  members: [judge, reviewer]")
     assert_one_line_error(project, path, "judge.members[1]: 'reviewer' is not on the panel", command="validate")
+    replace(path, "members: [judge, reviewer]", "members: [judge, writer]")
     replace(path, "mode: jury", "mode: debate")
-    assert_one_line_error(project, path, "judge.mode", "'judge' or 'jury'", command="validate")
+    assert_one_line_error(project, path, "judge.mode: `debate` goes with judge.panel.debate", command="validate")

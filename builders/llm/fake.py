@@ -1,7 +1,8 @@
 """The `fake` provider: deterministic or scripted answers, registered like any real provider.
 
 Models:
-- `fake/auto`: answers in whatever `### Header: ...` format the system prompt asks for, filling
+- `fake/auto`: answers in whatever `### Header: ...` format the last user message (or else the
+  system prompt) asks for, filling
   `X/10`-style placeholders with numbers that are a pure function of the conversation; with no such
   format it writes a plain answer derived from the conversation. Judges, reviewers and generators
   all work with it, so a whole recipe runs offline and reproducibly.
@@ -40,7 +41,9 @@ def _tokens(text: str) -> int:
 def auto_answer(messages: list[Message], sample_index: int = 0) -> str:
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     convo = "\x1e".join(f"{m['role']}:{m['content']}" for m in messages) + (f"#{sample_index}" if sample_index else "")
-    fmt = system.rsplit("format", 1)[-1] if "format" in system else ""
+    last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    asked = last_user if "format" in last_user else system  # a follow-up or final request may restate it
+    fmt = asked.rsplit("format", 1)[-1] if "format" in asked else ""
     headers = HEADER.findall(fmt)
     if not headers:
         d = _digest(convo)

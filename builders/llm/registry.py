@@ -32,7 +32,8 @@ PROVIDERS: dict[str, ProviderEntry] = {
 
 def used_models(recipe: Recipe) -> list[str]:
     g = recipe.generation
-    names = [g.generator, *g.reviewers, *recipe.judge.panel.models]
+    debate = recipe.judge.panel.debate
+    names = [g.generator, *g.reviewers, *recipe.judge.panel.models, *(debate.referees.values() if debate else [])]
     return list(dict.fromkeys(names))
 
 

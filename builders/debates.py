@@ -1,0 +1,97 @@
+"""Builder: `candidates` -> `debates` (LLM calls): the paper's LLM Debate (ChatEval-style, Tables 9-10).
+
+For each item (and, with `swap`, each order of its candidates) the referees speak in turn,
+General Public, Psychologist, Critic, for `rounds` rounds; each sees the question, the answers and
+the discussion so far. Every turn is a row. The referees' final scores are asked for by the
+`scores` stage, which reads this table. Without a debate in the recipe the table is empty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from builders.judging import render_responses
+from builders.llm.engine import Engine
+from builders.prompts import count_word, render
+from builders.recipe import Recipe
+from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_table, write_table
+
+READS = ("items", "candidates")
+WRITES = ("debates",)
+
+WHERE = "judge.panel.debate"
+
+
+def role_name(role: str) -> str:
+    return role.replace("_", " ").title()  # general_public -> General Public
+
+
+def history_text(turns: list[dict]) -> str:
+    return "\n".join(f"[{role_name(t['role'])}]: {t['message']}" for t in turns) or "(none yet)"
+
+
+def debate_messages(recipe: Recipe, question: str, responses: list[str], turns: list[dict], instruction: str) -> list[dict]:
+    """The conversation a referee sees: the paper's system prompt and user message structure."""
+    system = render(recipe, f"{WHERE}.system_prompt", n=count_word(len(responses)), scale=recipe.judge.panel.scale)
+    user = render(recipe, f"{WHERE}.user_prompt", question=question, responses=render_responses(responses),
+                  history=history_text(turns), instruction=instruction)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def orders(recipe: Recipe, candidates: list[dict]) -> list[tuple[int, list[dict]]]:
+    shown = [(0, candidates)]
+    if recipe.judge.panel.swap and len(candidates) > 1:
+        shown.append((1, list(reversed(candidates))))
+    return shown
+
+
+async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int, shown: list[dict]) -> list[dict]:
+    debate = recipe.judge.panel.debate
+    ids = [c["candidate_id"] for c in shown]
+    debate_id = content_id("debate", item["item_id"], ids)
+    turns: list[dict] = []
+    for round_ in range(1, debate.rounds + 1):
+        for role in debate.roles():
+            instruction = render(recipe, f"{WHERE}.role_prompts.{role}")
+            conversation = debate_messages(recipe, item["prompt"], [c["response"] for c in shown], turns, instruction)
+            r = await engine.chat(debate.referees[role], conversation)
+            turns.append({
+                "turn_id": content_id(debate_id, len(turns)),
+                "debate_id": debate_id,
+                "item_id": item["item_id"],
+                "candidate_ids": ids,
+                "presentation": presentation,
+                "round": round_,
+                "turn": len(turns),
+                "role": role,
+                "referee_model": debate.referees[role],
+                "message": r.text.strip(),
+                "tokens_in": r.tokens_in,
+                "tokens_out": r.tokens_out,
+                "cost_usd": r.cost_usd,
+                "latency_s": r.latency_s,
+                "cached": r.cached,
+            })
+    return turns
+
+
+async def _run(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> list[dict]:
+    by_item = {k[0]: g.sort("iteration").to_dicts() for k, g in candidates.group_by("item_id")}
+    jobs = [
+        _debate(engine, recipe, item, presentation, shown)
+        for item in items.to_dicts()
+        for presentation, shown in orders(recipe, by_item.get(item["item_id"], []))
+    ]
+    per_debate = await engine.gather(jobs, total=len(jobs), desc="debates")
+    return [turn for turns in per_debate for turn in turns]
+
+
+def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
+    rows = []
+    debate = recipe.judge.panel.debate
+    if debate is not None:
+        engine.prepare(debate.referees.values())
+        rows = engine.run(_run(engine, recipe, read_table(ITEMS, data_dir), read_table(CANDIDATES, data_dir)))
+    write_table(DEBATES, frame(DEBATES, rows), data_dir)
