@@ -60,7 +60,7 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
     assert " calls" not in third  # only LLM stages report calls; none ran
 
     # the jury's settings belong to the pure verdicts stage: no judge is called again
-    recipe.write_text(recipe.read_text().replace("tie_policy: later_iteration", "tie_policy: earlier_iteration"))
+    recipe.write_text(recipe.read_text().replace("tie_policy: later_iteration", "tie_policy: earlier_iteration\n  rule: mean"))
     fourth = _run(["dvc", "repro"], repo, env)
     ran = re.findall(r"Running stage '(\w+)@tiny'", fourth)
     assert ran[0] == "verdicts" and not {"items", "candidates", "scores"} & set(ran)
