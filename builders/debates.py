@@ -12,33 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
-from builders.judging import render_responses
+from builders.judging import DEBATE, debate_messages
 from builders.llm.engine import Engine
-from builders.prompts import count_word, render
+from builders.prompts import render
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_table, write_table
 
 READS = ("items", "candidates")
 WRITES = ("debates",)
-
-WHERE = "judge.panel.debate"
-
-
-def role_name(role: str) -> str:
-    return role.replace("_", " ").title()  # general_public -> General Public
-
-
-def history_text(turns: list[dict]) -> str:
-    return "\n".join(f"[{role_name(t['role'])}]: {t['message']}" for t in turns) or "(none yet)"
-
-
-def debate_messages(recipe: Recipe, question: str, responses: list[str], turns: list[dict], instruction: str) -> list[dict]:
-    """The conversation a referee sees: the paper's system prompt and user message structure."""
-    system = render(recipe, f"{WHERE}.system_prompt", n=count_word(len(responses)), scale=recipe.judge.panel.scale)
-    user = render(recipe, f"{WHERE}.user_prompt", question=question, responses=render_responses(responses),
-                  history=history_text(turns), instruction=instruction)
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
 
 def orders(recipe: Recipe, candidates: list[dict]) -> list[tuple[int, list[dict]]]:
     shown = [(0, candidates)]
@@ -54,7 +35,7 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
     turns: list[dict] = []
     for round_ in range(1, debate.rounds + 1):
         for role in debate.roles():
-            instruction = render(recipe, f"{WHERE}.role_prompts.{role}")
+            instruction = render(recipe, f"{DEBATE}.role_prompts.{role}")
             conversation = debate_messages(recipe, item["prompt"], [c["response"] for c in shown], turns, instruction)
             r = await engine.chat(debate.referees[role], conversation)
             turns.append({

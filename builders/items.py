@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 
 from builders.errors import RecipeError
 from builders.recipe import Recipe

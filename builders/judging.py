@@ -2,7 +2,8 @@
 
 - direct: two responses, the judge picks A, B or C (tie);
 - independent: one response per conversation, scored out of `scale`;
-- combined: all responses in one conversation, each scored out of `scale` (adapted to N responses).
+- combined: all responses in one conversation, each scored out of `scale` (adapted to N responses);
+- debate referees (Tables 9-10): the question, the answers, the discussion so far, an instruction.
 
 Parsing lives in `builders.judgment_parser`; `parse_judgment` is re-exported here.
 """
@@ -50,6 +51,25 @@ def messages(recipe: Recipe, question: str, responses: list[str]) -> list[dict]:
     }[panel.strategy]
     system = render(recipe, "judge.panel.system_prompt", **values[0])
     user = render(recipe, "judge.panel.user_prompt", **values[1])
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+DEBATE = "judge.panel.debate"  # where a recipe keeps its debate templates
+
+
+def role_name(role: str) -> str:
+    return role.replace("_", " ").title()  # general_public -> General Public
+
+
+def history_text(turns: list[dict]) -> str:
+    return "\n".join(f"[{role_name(t['role'])}]: {t['message']}" for t in turns) or "(none yet)"
+
+
+def debate_messages(recipe: Recipe, question: str, responses: list[str], turns: list[dict], instruction: str) -> list[dict]:
+    """The conversation a referee sees: the paper's system prompt and user message structure."""
+    system = render(recipe, f"{DEBATE}.system_prompt", n=count_word(len(responses)), scale=recipe.judge.panel.scale)
+    user = render(recipe, f"{DEBATE}.user_prompt", question=question, responses=render_responses(responses),
+                  history=history_text(turns), instruction=instruction)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

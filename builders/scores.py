@@ -21,8 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from builders.errors import BuildError, ProviderError
-from builders.debates import debate_messages, role_name
-from builders.judging import messages, output_format, parse_judgment, reask_message, score_format
+from builders.judging import debate_messages, messages, output_format, parse_judgment, reask_message, role_name, score_format
 from builders.prompts import render
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
