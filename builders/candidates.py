@@ -1,10 +1,12 @@
-"""Builder: `items` -> `candidates`, through the recipe's generation workflow (LLM calls)."""
+"""Builder: `items` -> `candidates`, through the recipe's generation workflow (LLM calls), or
+imported from the source (`workflow: import`, no calls)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from builders.generation import WORKFLOWS, Answer
+from builders.imported import imported_candidates
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, ITEMS, content_id, frame, read_table, write_table
@@ -53,8 +55,11 @@ async def _generate(engine: Engine, recipe: Recipe, items: list[dict]) -> list[d
 
 
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
-    items = read_table(ITEMS, data_dir).to_dicts()
+    items = read_table(ITEMS, data_dir)
     g = recipe.generation
-    engine.prepare([g.generator, *g.reviewers])
-    rows = engine.run(_generate(engine, recipe, items))
+    if g.workflow == "import":
+        rows = imported_candidates(recipe, items)
+    else:
+        engine.prepare([g.generator, *g.reviewers])
+        rows = engine.run(_generate(engine, recipe, items.to_dicts()))
     write_table(CANDIDATES, frame(CANDIDATES, rows), data_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builders.gate import check_gate
 from builders.preferences import preferences
 from builders.recipe import Recipe
 from builders.tables import DPO, content_id, frame, write_table
@@ -13,6 +14,7 @@ WRITES = ("dpo",)
 
 
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
+    check_gate(recipe, data_dir, DPO.path(data_dir))
     rows = []
     for p in preferences(recipe, data_dir):
         rejected = p.rejected[-1:] if recipe.export.pairing == "best_vs_worst" else p.rejected

@@ -1,4 +1,5 @@
-"""Builder: source dataset -> `items` (one row per distinct prompt)."""
+"""Builder: source dataset -> `items`: one row per distinct prompt, or per row of a labelled benchmark
+(where the same question comes back with other pairs of answers), keyed by the row's own id."""
 
 from __future__ import annotations
 
@@ -24,15 +25,22 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
         prompt = prompt_text(row[s.prompt_column])
         if prompt is None or not prompt.strip():
             raise RecipeError(
-                f"{recipe.path}: source row {row['source_row']} of {s.path or s.dataset}: "
+                f"{recipe.path}: source row {row['source_row']} of {s.where()}: "
                 f"column '{s.prompt_column}' holds no prompt text "
                 "(expected a string or a list of chat messages with a user turn)"
             )
-        item_id = content_id(prompt)
+        source_id = row[s.id_column] if s.id_column else None
+        if s.labelled and source_id is None:
+            raise RecipeError(f"{recipe.path}: source row {row['source_row']} of {s.where()}: no id in column '{s.id_column}'")
+        item_id = str(source_id) if s.labelled else content_id(prompt)
         if item_id in seen:
+            if s.labelled:
+                raise RecipeError(
+                    f"{recipe.path}: source row {row['source_row']} of {s.where()}: "
+                    f"id '{item_id}' in column '{s.id_column}' is used by an earlier row"
+                )
             continue
         seen.add(item_id)
-        source_id = row[s.id_column] if s.id_column else None
         rows.append({
             "item_id": item_id,
             "prompt": prompt,

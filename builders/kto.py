@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builders.gate import check_gate
 from builders.preferences import preferences
 from builders.recipe import Recipe
 from builders.tables import KTO, content_id, frame, write_table
@@ -13,6 +14,7 @@ WRITES = ("kto",)
 
 
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
+    check_gate(recipe, data_dir, KTO.path(data_dir))
     rows = []
     for p in preferences(recipe, data_dir):
         for c, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]:

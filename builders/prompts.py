@@ -42,6 +42,8 @@ def templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
     g = recipe.generation
     for key, allowed in GENERATION_PLACEHOLDERS.items():
         value = getattr(g, key)
+        if g.workflow == "import":
+            break
         if value is not None and (key not in FEEDBACK_ONLY or g.workflow == "feedback"):
             out[f"generation.{key}"] = (recipe.resolve(value), allowed)
     panel = recipe.judge.panel

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from builders.errors import RecipeError
 
@@ -62,21 +62,69 @@ class ModelSpec(Strict):
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
 
 
+BENCHMARKS = ("fair-eval", "pandalm-eval", "mt-bench")  # vendored in builders/benchmarks/
+BENCHMARK_COLUMNS = {"prompt_column": "question", "id_column": "item_id", "label_column": "human_winner"}
+BENCHMARK_ANSWERS = (  # a labelled pair's two responses, in the order the labels name them
+    {"column": "response_a", "model_column": "model_a"},
+    {"column": "response_b", "model_column": "model_b"},
+)
+
+
 class Source(Strict):
     path: str | None = Field(None, description="local Parquet, JSONL, CSV file or `save_to_disk` folder")
     dataset: str | None = Field(None, description="Hugging Face Hub dataset id (instead of `path`)")
+    benchmark: Literal["fair-eval", "pandalm-eval", "mt-bench"] | None = Field(
+        None,
+        description="a human-labelled pairwise benchmark: the vendored copy, or the same columns from `dataset`; "
+        "sets prompt_column, id_column and label_column unless given",
+    )
     config: str | None = Field(None, description="Hub dataset configuration")
     split: str = "train"
     prompt_column: str = Field("prompt", description="column with the prompt: text, or chat messages")
     id_column: str | None = Field(None, description="column with the source's own row id")
+    label_column: str | None = Field(
+        None, description="column with a human winner per row (`model_a`, `model_b` or `tie`): a benchmark; every row is an item"
+    )
     sample: int | None = Field(None, ge=1, description="take this many prompts (seeded); all when unset")
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _benchmark_columns(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("benchmark") is not None:
+            return {**BENCHMARK_COLUMNS, **data}
+        return data
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_column is not None
+
+    def where(self) -> str:
+        """How the source is named in messages."""
+        return self.path or self.dataset or f"benchmark {self.benchmark}"
+
+
+class ImportedAnswer(Strict):
+    """Answers that already exist in the source: one column of text, and who wrote it."""
+
+    column: str = Field(description="source column with the answers; `col.field` reads a field of a struct column")
+    model: str | None = Field(None, description="name of the model that wrote every answer in the column")
+    model_column: str | None = Field(None, description="source column naming the model of each row's answer")
+
+    @model_validator(mode="after")
+    def _one_writer(self) -> "ImportedAnswer":
+        if (self.model is None) == (self.model_column is None):
+            raise ValueError("give exactly one of `model` or `model_column`")
+        return self
+
 
 class Generation(Strict):
-    workflow: Literal["single", "feedback"]
-    generator: str
+    workflow: Literal["single", "feedback", "import"] = Field(
+        description="single: one model answers; feedback: generator + reviewers; import: answers already in the source"
+    )
+    generator: str | None = Field(None, description="single and feedback: the model that writes the answers")
     reviewers: list[str] = []
+    answers: list[ImportedAnswer] = Field([], description="import: the source columns holding answers, one candidate each")
     iterations: int = Field(3, ge=1, description="feedback: answers written (first + revisions); single: samples")
     system_prompt: str | None = Field(None, description="template file for the generator's system prompt")
     revise_prompt: str = "prompts/generator/revise_single.txt"
@@ -153,8 +201,19 @@ class Judge(Strict):
         return list(self.members) if self.members is not None else self.judges
 
 
+class Gate(Strict):
+    """The judge configuration must have reached this agreement with humans on a benchmark recipe."""
+
+    benchmark: str = Field(description="name of a benchmark recipe that measured this same judge configuration")
+    min_kappa: float = Field(ge=-1, le=1, description="the lowest Cohen's kappa against the human labels that may export")
+    bound: Literal["estimate", "lower"] = Field(
+        "estimate", description="compare min_kappa with the kappa itself, or with its bootstrap 95% interval's lower bound"
+    )
+
+
 class Export(Strict):
     pairing: Literal["best_vs_rejected", "best_vs_worst"] = "best_vs_rejected"
+    gate: Gate | None = Field(None, description="refuse to export unless the judge reached `min_kappa` on a benchmark")
     min_margin: float = Field(0.0, ge=0, description="a pair needs chosen - rejected score above or at this margin")
     hub_repo: str | None = None
 
@@ -165,11 +224,23 @@ class Recipe(Strict):
     description: str = ""
     source: Source
     models: dict[str, ModelSpec] = Field(min_length=1)
-    generation: Generation
+    # Every section is written out (`export: {}` at least): each DVC stage depends on its own ones.
+    generation: Generation = Field(description="for a benchmark, `workflow: import` takes its two responses")
     judge: Judge
-    export: Export = Export()
+    export: Export
 
     _path: Path = PrivateAttr(default=Path("recipe.yaml"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _benchmark_answers(cls, data: object) -> object:
+        """A benchmark recipe's `workflow: import` takes the benchmark's two responses unless it names others."""
+        if not isinstance(data, dict) or not isinstance(data.get("source"), dict) or not data["source"].get("benchmark"):
+            return data
+        generation = data.get("generation")
+        if isinstance(generation, dict) and generation.get("workflow") == "import" and "answers" not in generation:
+            generation = {**generation, "answers": [dict(a) for a in BENCHMARK_ANSWERS]}
+        return {**data, "generation": generation}
 
     @field_validator("name")
     @classmethod
@@ -213,9 +284,11 @@ def _reference_problems(recipe: Recipe) -> list[str]:
             problems.append(f"{where}: unknown model '{name}' (known: {known})")
 
     g = recipe.generation
-    ref("generation.generator", g.generator)
+    if g.generator is not None:
+        ref("generation.generator", g.generator)
     for i, r in enumerate(g.reviewers):
         ref(f"generation.reviewers[{i}]", r)
+    problems += _generation_problems(recipe)
     j = recipe.judge
     for i, m in enumerate(j.panel.models):
         ref(f"judge.panel.models[{i}]", m)
@@ -238,11 +311,43 @@ def _reference_problems(recipe: Recipe) -> list[str]:
             f"judge.mode: `judge` takes one member, the panel has {len(j.voters)}; "
             "set judge.members to one model or use mode `jury`"
         )
+    s = recipe.source
+    if s.benchmark is not None and s.path is not None:
+        problems.append("source.path: a benchmark is read from its vendored copy, or from `dataset` on the Hub; drop `path`")
+    elif s.benchmark is None and (s.path is None) == (s.dataset is None):
+        problems.append("source: give exactly one of `path` (local file), `dataset` (Hub id) or `benchmark`")
+    if s.labelled and s.id_column is None:
+        problems.append("source.id_column: a labelled source keeps one item per row and needs the rows' ids")
+    if s.labelled and (g.workflow != "import" or len(g.answers) != 2):
+        problems.append(
+            "generation: a labelled source's human winner compares two imported answers; "
+            "use workflow `import` with two `answers` (model_a's column first)"
+        )
+    return problems
+
+
+def _generation_problems(recipe: Recipe) -> list[str]:
+    g, problems = recipe.generation, []
+    if g.workflow == "import":
+        if g.generator is not None or g.reviewers:
+            problems.append("generation.generator: the import workflow generates nothing; drop generator and reviewers")
+        if not g.answers:
+            problems.append("generation.answers: name the source columns that hold the answers to import")
+        elif len(g.answers) < recipe.judge.min_scored:
+            problems.append(
+                f"generation.answers: {len(g.answers)} answer(s) per prompt can never make a verdict "
+                f"(judge.min_scored is {recipe.judge.min_scored})"
+            )
+        return problems
+    if g.answers:
+        problems.append(f"generation.answers: only the import workflow reads answers; `{g.workflow}` writes them")
+    if g.generator is None:
+        problems.append(f"generation.generator: the {g.workflow} workflow needs a generator model")
     if g.workflow == "feedback" and not g.reviewers:
         problems.append("generation.reviewers: the feedback workflow needs at least one reviewer")
     if g.workflow == "single" and g.reviewers:
         problems.append("generation.reviewers: the single workflow takes no reviewers")
-    gen = recipe.models.get(g.generator)
+    gen = recipe.models.get(g.generator) if g.generator else None
     if g.workflow == "single" and g.iterations > 1 and gen is not None and gen.temperature == 0:
         problems.append(
             f"generation.iterations: {g.iterations} samples at temperature 0 would be identical; "
@@ -255,9 +360,6 @@ def _reference_problems(recipe: Recipe) -> list[str]:
         )
     if g.workflow == "feedback" and g.iterations < 2:
         problems.append("generation.iterations: the feedback workflow needs at least 2 (an answer and a revision)")
-    s = recipe.source
-    if (s.path is None) == (s.dataset is None):
-        problems.append("source: give exactly one of `path` (local file) or `dataset` (Hub id)")
     return problems
 
 
@@ -302,6 +404,25 @@ def load_recipe(path: Path | str, *, check_keys: bool = False, check_source: boo
         problems += sources.source_problems(recipe)
     if check_keys:
         problems += key_problems(recipe)
+    problems += _gate_problems(recipe)
     if problems:
         raise RecipeError("\n".join(f"{path}: {p}" for p in problems))
     return recipe
+
+
+def _gate_problems(recipe: Recipe) -> list[str]:
+    gate = recipe.export.gate
+    if gate is None:
+        return []
+    path = recipe.path.parent / f"{gate.benchmark}.yaml"
+    if gate.benchmark == recipe.name:
+        return ["export.gate.benchmark: a recipe cannot gate itself; name a benchmark recipe"]
+    if not path.is_file():
+        return [f"export.gate.benchmark: no benchmark recipe '{gate.benchmark}' ({path} does not exist)"]
+    try:
+        benchmark = parse_recipe(path)
+    except RecipeError:
+        return [f"export.gate.benchmark: recipe '{gate.benchmark}' is not valid (run `fellowship validate {gate.benchmark}`)"]
+    if not benchmark.source.labelled:
+        return [f"export.gate.benchmark: recipe '{gate.benchmark}' has no human labels (source.benchmark or label_column)"]
+    return []

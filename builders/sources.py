@@ -73,6 +73,25 @@ def _read_hub(recipe: Recipe) -> pl.DataFrame:
     return ds.to_polars()
 
 
+BENCHMARK_DIR = Path(__file__).parent / "benchmarks"
+
+
+def benchmark_path(name: str) -> Path:
+    """The vendored copy of a human-labelled benchmark (see builders/benchmarks/README.md)."""
+    return BENCHMARK_DIR / f"{name}.parquet"
+
+
+def column(df: pl.DataFrame, name: str) -> pl.Series | None:
+    """A column by name, or `col.field` for a field of a struct column; None when absent."""
+    if name in df.columns:
+        return df[name]
+    head, _, field = name.partition(".")
+    if field and head in df.columns and isinstance(df.schema[head], pl.Struct):
+        if field in [f.name for f in df.schema[head].fields]:
+            return df[head].struct.field(field).alias(name)
+    return None
+
+
 def read_source(recipe: Recipe) -> pl.DataFrame:
     """The whole source table, checked to hold the prompt (and id) columns and at least one row."""
     try:
@@ -83,12 +102,20 @@ def read_source(recipe: Recipe) -> pl.DataFrame:
 
 def _checked_source(recipe: Recipe) -> pl.DataFrame:
     s = recipe.source
-    df = _read_local(recipe) if s.path is not None else _read_hub(recipe)
-    where = s.path or s.dataset
-    for key in ("prompt_column", "id_column"):
-        col = getattr(s, key)
-        if col is not None and col not in df.columns:
-            raise RecipeError(f"source.{key}: column '{col}' not in {where} (columns: {', '.join(df.columns)})")
+    if s.path is not None:
+        df = _read_local(recipe)
+    elif s.dataset is not None:
+        df = _read_hub(recipe)
+    else:
+        df = pl.read_parquet(benchmark_path(s.benchmark))
+    where = s.where()
+    wanted = {f"source.{key}": getattr(s, key) for key in ("prompt_column", "id_column", "label_column")}
+    for i, answer in enumerate(recipe.generation.answers):
+        wanted[f"generation.answers[{i}].column"] = answer.column
+        wanted[f"generation.answers[{i}].model_column"] = answer.model_column
+    for key, col in wanted.items():
+        if col is not None and column(df, col) is None:
+            raise RecipeError(f"{key}: column '{col}' not in {where} (columns: {', '.join(df.columns)})")
     if df.height == 0:
         raise RecipeError(f"source: {where} has no rows")
     return df
@@ -96,7 +123,7 @@ def _checked_source(recipe: Recipe) -> pl.DataFrame:
 
 def source_problems(recipe: Recipe) -> list[str]:
     """Problems visible without reading a Hub dataset: a missing or unreadable file, column, or no rows."""
-    if recipe.source.path is None:
+    if recipe.source.dataset is not None:
         return []
     try:
         _checked_source(recipe)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from builders import candidates, debates, dpo, items, kto, scores, verdicts
+from builders import candidates, debates, dpo, items, kto, labels, scores, verdicts
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.recipe import Recipe
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 STAGES: dict[str, ModuleType] = {
     "items": items,
     "candidates": candidates,
+    "labels": labels,
     "debates": debates,
     "scores": scores,
     "verdicts": verdicts,
@@ -27,6 +28,7 @@ STAGES: dict[str, ModuleType] = {
     "kto": kto,
 }
 LLM_STAGES = ("candidates", "debates", "scores")
+BUILT_TABLES = tuple(t for module in STAGES.values() for t in module.WRITES)  # what `fellowship build` writes for any recipe
 
 
 def default_data_root() -> Path:

@@ -55,7 +55,7 @@ ITEMS = Table(
     "one row per source prompt (duplicates dropped)",
     ("item_id",),
     (
-        Column("item_id", pl.String, "content hash of the prompt"),
+        Column("item_id", pl.String, "content hash of the prompt; a labelled benchmark's own row id"),
         Column("prompt", pl.String, "the user prompt (first user turn when the source holds chat messages)"),
         Column("source_row", pl.Int64, "0-based row number in the source"),
         Column("source_id", pl.String, "the source's own id (`source.id_column`), if any", nullable=True),
@@ -69,11 +69,11 @@ CANDIDATES = Table(
     (
         Column("candidate_id", pl.String, "hash of item, workflow, generator, reviewers and iteration"),
         Column("item_id", pl.String, "the prompt this answers"),
-        Column("workflow", pl.String, "`single` or `feedback`"),
-        Column("generator", pl.String, "recipe name of the generating model"),
-        Column("generator_model", pl.String, "provider/model id of the generator"),
+        Column("workflow", pl.String, "`single`, `feedback` or `import` (an answer taken from the source)"),
+        Column("generator", pl.String, "recipe name of the generating model (import: the writer the source names)"),
+        Column("generator_model", pl.String, "provider/model id of the generator (import: the writer the source names)"),
         Column("reviewers", pl.List(pl.String), "recipe names of the reviewers (empty for `single`)"),
-        Column("iteration", pl.Int64, "1 for the first answer, k for the (k-1)th revision"),
+        Column("iteration", pl.Int64, "1 for the first answer, k for the (k-1)th revision (import: k-th imported column)"),
         Column("response", pl.String, "the generated response"),
         Column("feedback", pl.String, "the reviewers' feedback that led to this revision (null for iteration 1)", nullable=True),
         Column("review", pl.String, "the reviewers' full reviews of this response (null when not reviewed)", nullable=True),
@@ -82,6 +82,22 @@ CANDIDATES = Table(
         Column("review_tokens_in", pl.Int64, "prompt tokens of the reviewer calls on this response"),
         Column("review_tokens_out", pl.Int64, "completion tokens of the reviewer calls on this response"),
         Column("review_cost_usd", pl.Float64, "cost of the reviewer calls on this response"),
+    ),
+)
+
+HUMAN_WINNERS = ("model_a", "model_b", "tie")
+
+LABELS = Table(
+    "labels",
+    "one row per human-labelled item of a benchmark (empty unless source.label_column is set)",
+    ("item_id",),
+    (
+        Column("item_id", pl.String, "the benchmark row"),
+        Column("candidate_a", pl.String, "candidate id of the first answer (model_a's)"),
+        Column("candidate_b", pl.String, "candidate id of the second answer (model_b's)"),
+        Column("model_a", pl.String, "who wrote the first answer"),
+        Column("model_b", pl.String, "who wrote the second answer"),
+        Column("human_winner", pl.String, "the human label: `model_a`, `model_b` or `tie`"),
     ),
 )
 
@@ -183,7 +199,53 @@ KTO = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (ITEMS, CANDIDATES, DEBATES, SCORES, VERDICTS, DPO, KTO)}
+def _estimate(name: str, doc: str) -> tuple[Column, ...]:
+    return (
+        Column(name, pl.Float64, f"{doc} (null when undefined)", nullable=True),
+        Column(f"{name}_low", pl.Float64, f"lower bound of the bootstrap 95% interval of {name}", nullable=True),
+        Column(f"{name}_high", pl.Float64, f"upper bound of the bootstrap 95% interval of {name}", nullable=True),
+    )
+
+
+AGREEMENT = Table(
+    "agreement",
+    "one row per evaluator (every combination of the panel's judges) measured against a benchmark's human labels",
+    ("evaluator",),
+    (
+        Column("evaluator", pl.String, "the members joined by `+` (one name: a single judge)"),
+        Column("members", pl.List(pl.String), "panel judges (or debate referee roles) whose labels are combined"),
+        Column("size", pl.Int64, "number of members"),
+        Column("rule", pl.String, "how members' labels combine: `majority` or `mean` (the recipe's judge.rule)"),
+        Column("configured", pl.Boolean, "true for the recipe's own verdict configuration (judge.members and rule)"),
+        Column("rank", pl.Int64, "1 for the highest kappa"),
+        Column("n_items", pl.Int64, "labelled items"),
+        Column("n_missing", pl.Int64, "items where no member gave a usable verdict (counted as tie)"),
+        Column("n_ties", pl.Int64, "items the evaluator called a tie (including flips and missing verdicts)"),
+        *_estimate("kappa", "Cohen's kappa with the human winner over model_a, model_b and tie"),
+        *_estimate("accuracy", "share of items where the evaluator's label equals the human one"),
+        *_estimate("flip_rate", "share of items judged in both orders whose label changed with the order"),
+        *_estimate("longer_wins", "share of the evaluator's non-tie verdicts that went to the longer answer"),
+        Column("fingerprint", pl.String, "the judge configuration's fingerprint, looked up by export gates"),
+    ),
+)
+
+MODEL_AGREEMENT = Table(
+    "model_agreement",
+    "one row per evaluator and benchmark model: the paper's per-model agreement and bias score "
+    "(single judges, the configured evaluator and the best jury of each size)",
+    ("evaluator", "model"),
+    (
+        Column("evaluator", pl.String, "as in `agreement`"),
+        Column("model", pl.String, "a model whose answers the benchmark holds"),
+        Column("n_human_prefers", pl.Int64, "items where humans preferred this model's answer"),
+        *_estimate("agreement", "share of those items where the evaluator also preferred it"),
+        *_estimate("bias", "agreement minus the same share for its opponents' human wins; > 0 leans towards the model"),
+    ),
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (ITEMS, CANDIDATES, LABELS, DEBATES, SCORES, VERDICTS, DPO, KTO, AGREEMENT, MODEL_AGREEMENT)
+}
 
 
 def content_id(*parts: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,11 @@ export:
 def tiny_recipe(project: Path, name: str = "tiny", *, provider: str = "fake", model: str = "auto", extra: str = "") -> Path:
     """A 4-prompt feedback-loop recipe in `project`, every role on one provider/model."""
     return write_recipe(project, name, TINY.format(name=name, provider=provider, model=model, extra=extra))
+
+
+def fellowship(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the installed `fellowship` command; with `check`, fail the test on a non-zero exit."""
+    result = subprocess.run(["fellowship", *args], cwd=cwd, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
+from builders.stages import BUILT_TABLES
 from builders.tables import TABLES
-from conftest import ROOT, tiny_recipe
-
-
-def fellowship(*args, cwd, check=True):
-    result = subprocess.run(["fellowship", *args], cwd=cwd, capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from conftest import ROOT, fellowship, tiny_recipe
 
 
 @pytest.fixture
@@ -31,7 +24,7 @@ def test_build_writes_every_table_and_reports_calls(project):
     tiny_recipe(project)
     result = fellowship("build", "tiny", "--no-progress", cwd=project)
     data = project.parent / "data" / "tiny"
-    assert sorted(p.stem for p in data.glob("*.parquet")) == sorted(TABLES)
+    assert sorted(p.stem for p in data.glob("*.parquet")) == sorted(BUILT_TABLES)
     assert "tiny: candidates: wrote candidates (12 rows)" in result.stderr
     assert "20 calls, 0 cached" in result.stderr
     again = fellowship("build", "tiny", "--stage", "scores", "--no-progress", cwd=project)

@@ -9,24 +9,42 @@ import subprocess
 
 import yaml
 
+from builders import meta_eval
 from builders.stages import STAGES
 from builders.tables import TABLES
-from conftest import ROOT, tiny_recipe
+from conftest import ROOT, tiny_recipe, write_recipe
+
+BENCH = """\
+name: bench
+source: {benchmark: pandalm-eval, sample: 4}
+models:
+  judge: {provider: fake, model: auto}
+generation: {workflow: import}
+judge:
+  panel: {models: [judge]}
+export: {}
+"""
 
 
 def test_dvc_yaml_matches_each_builders_reads_and_writes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == list(STAGES)
-    for name, module in STAGES.items():
+    assert list(stages) == [*STAGES, "meta-eval"]
+    builders = {**STAGES, "meta-eval": meta_eval}
+    for name, module in builders.items():
         do = stages[name]["do"]
-        assert do["cmd"] == f"fellowship build ${{item}} --stage {name}"
+        command = "fellowship meta-eval ${item}" if name == "meta-eval" else f"fellowship build ${{item}} --stage {name}"
+        assert do["cmd"] == command
         outs = {str(TABLES[t].path("data/${item}")) for t in module.WRITES}
-        assert set(do["outs"]) == outs
-        data_deps = {d for d in do["deps"] if d.startswith("data/")}
+        assert outs <= set(do["outs"])
+        data_deps = {d for d in do["deps"] if d.startswith("data/${item}")}
         assert data_deps == {str(TABLES[t].path("data/${item}")) for t in module.READS}
-        assert f"builders/{name}.py" in do["deps"]
+        assert f"builders/{module.__name__.rsplit('.', 1)[1]}.py" in do["deps"]
         (params,) = do["params"]
         assert list(params) == ["recipes/${item}.yaml"]
+    # every export waits for (and re-runs after) the judges measured by the benchmark recipes
+    assert "data/_gates/${item}.json" in stages["meta-eval"]["do"]["outs"]
+    for name in ("dpo", "kto"):
+        assert "data/_gates" in stages[name]["do"]["deps"]
 
 
 def _run(cmd, cwd, env):
@@ -39,17 +57,29 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
     repo = project
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "builders", repo / "builders", ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "params.yaml").write_text("recipes:\n  - tiny\n")
+    for folder in ("builders", "metrics"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "data" / "_gates").mkdir(parents=True)
+    (repo / "data" / "_gates" / "README.md").write_text("gates\n")
+    (repo / "params.yaml").write_text("recipes:\n  - tiny\n  - bench\nbenchmarks:\n  - bench\n")
     recipe = tiny_recipe(project)
+    write_recipe(project, "bench", BENCH)
     env = {**os.environ, "FELLOWSHIP_DATA_DIR": "data", "FELLOWSHIP_CACHE_DIR": str(tmp_path / "cache")}
     _run(["git", "init", "-q"], repo, env)
     _run(["dvc", "init", "-q"], repo, env)
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
 
     first = _run(["dvc", "repro"], repo, env)
     ran = re.findall(r"Running stage '(\w+)@tiny'", first)
     assert ran == list(STAGES)
     assert (repo / "data" / "tiny" / "dpo.parquet").exists()
+    # the benchmark recipe is measured before any export, which may be gated on it
+    order = re.findall(r"Running stage '([\w-]+)@(\w+)'", first)
+    assert order.index(("meta-eval", "bench")) < order.index(("dpo", "tiny"))
+    shown = _run(["dvc", "metrics", "show", "--json"], repo, env)
+    assert '"kappa"' in shown and "data/bench/metrics.json" in shown
+    plots = _run(["dvc", "plots", "show", "--json"], repo, env)
+    assert "data/bench/plots/kappa.json" in plots and "kappa_low" in plots
 
     second = _run(["dvc", "repro"], repo, env)
     assert "Running stage" not in second

@@ -22,6 +22,7 @@ from openai_server import FakeOpenAIServer
 from polars.testing import assert_frame_equal
 
 from builders.llm.cache import ResponseCache
+from builders.stages import BUILT_TABLES
 from builders.tables import TABLES
 
 CONCURRENCY = 2
@@ -114,7 +115,7 @@ def test_second_full_build_makes_no_requests(project, tmp_path):
                                  extra=f", base_url: '{server.base_url}'"))
         fellowship("build", recipe, "--no-progress", cwd=project)
         data_dir = tmp_path / "data" / "tiny"
-        first = {name: read(name, data_dir) for name in TABLES}
+        first = {name: read(name, data_dir) for name in BUILT_TABLES}
         requests = len(server.requests)
         assert requests == server.completed > 0
 

@@ -15,7 +15,8 @@ from builders.stages import STAGES, default_data_root, run_stage
               help="Root of the tables (default: data, or $FELLOWSHIP_DATA_DIR).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 def build(recipe: str, stages: tuple[str, ...], data_dir: str | None, no_progress: bool) -> None:
-    """Build RECIPE's tables under data/<recipe>/: items, candidates, scores, verdicts, dpo, kto.
+    """Build RECIPE's tables under data/<recipe>/: items, candidates, labels, debates, scores, verdicts,
+    dpo, kto; for a benchmark recipe, then its meta-evaluation (see `fellowship meta-eval`).
 
     Model calls are cached (.cache/llm, or $FELLOWSHIP_CACHE_DIR): a re-run makes no calls and an
     interrupted build resumes, paying only for the calls it had not finished.
@@ -26,3 +27,7 @@ def build(recipe: str, stages: tuple[str, ...], data_dir: str | None, no_progres
     root = Path(data_dir) if data_dir else default_data_root()
     for stage in [s for s in STAGES if s in stages] if stages else STAGES:
         run_stage(r, stage, data_root=root, progress=not no_progress)
+    if r.source.labelled and not stages:
+        from builders import meta_eval
+
+        meta_eval.build(r, root / r.name)

@@ -33,7 +33,7 @@ PROVIDERS: dict[str, ProviderEntry] = {
 def used_models(recipe: Recipe) -> list[str]:
     g = recipe.generation
     debate = recipe.judge.panel.debate
-    names = [g.generator, *g.reviewers, *recipe.judge.panel.models, *(debate.referees.values() if debate else [])]
+    names = [*([g.generator] if g.generator else []), *g.reviewers, *recipe.judge.panel.models, *(debate.referees.values() if debate else [])]
     return list(dict.fromkeys(names))
 
 

@@ -1,0 +1,52 @@
+"""The `import` workflow: answers that already exist in the source (a benchmark's two responses, or
+baseline answers shipped with a prompt set) become candidates without any LLM call."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from builders.errors import RecipeError
+from builders.recipe import Recipe
+from builders.sources import column, read_source
+from builders.tables import content_id
+
+
+def imported_candidates(recipe: Recipe, items: pl.DataFrame) -> list[dict]:
+    """One candidate row per item and `generation.answers` entry, in the answers' order (iteration 1, 2, ...)."""
+    source = read_source(recipe)
+    answers = recipe.generation.answers
+    texts = [column(source, a.column) for a in answers]
+    writers = [column(source, a.model_column) if a.model_column else None for a in answers]
+    rows = []
+    for item_id, source_row in items.select("item_id", "source_row").iter_rows():
+        for k, answer in enumerate(answers):
+            text = texts[k][source_row]
+            model = answer.model if writers[k] is None else writers[k][source_row]
+            for value, what in ((text, answer.column), (model, answer.model_column)):
+                if value is None:
+                    raise RecipeError(
+                        f"{recipe.path}: source row {source_row} of {recipe.source.where()}: column '{what}' is empty "
+                        f"(generation.answers[{k}])"
+                    )
+            rows.append({
+                "candidate_id": content_id(item_id, "import", answer.column),
+                "item_id": item_id,
+                "workflow": "import",
+                "generator": str(model),
+                "generator_model": str(model),
+                "reviewers": [],
+                "iteration": k + 1,
+                "response": str(text),
+                "feedback": None,
+                "review": None,
+                "review_score": None,
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "cost_usd": 0.0,
+                "latency_s": 0.0,
+                "cached": False,
+                "review_tokens_in": 0,
+                "review_tokens_out": 0,
+                "review_cost_usd": 0.0,
+            })
+    return rows

@@ -1,0 +1,85 @@
+"""One evaluator (a judge, or a jury of judges under a rule) measured against the human labels,
+every figure with a paired bootstrap 95% interval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from metrics import bootstrap
+from metrics.agreement import A, B, MISSING, TIE, kappa_from_confusion, model_agreement_parts, pair_codes, ratio
+from metrics.judgments import Judgments, flips
+from metrics.jury import combine
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+
+
+def _ratio(w: np.ndarray, num: np.ndarray, den: np.ndarray) -> Estimate:
+    value = float(ratio(num.sum(), den.sum()))
+    return Estimate(value, *bootstrap.ratio_interval(w, num, den))
+
+
+def labels_of(j: Judgments, members: tuple[str, ...], rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """(final labels (n,), labels from each order alone (ORDERS, n)) of a jury of `members`."""
+    rows = [j.judge(m) for m in members]
+    final = combine(j.final[rows], j.margin[rows], rule)
+    by_order = np.stack([
+        combine(j.by_order[rows, p], j.order_margin[rows, p], rule) for p in range(j.by_order.shape[1])
+    ])
+    return final, by_order
+
+
+def longer_wins(j: Judgments, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(num, den): items with a winner and answers of different lengths; the longer answer won."""
+    picked = (labels == A) | (labels == B)
+    differ = j.length_a != j.length_b
+    longer_a = j.length_a > j.length_b
+    won_longer = ((labels == A) & longer_a) | ((labels == B) & ~longer_a)
+    den = picked & differ
+    return (den & won_longer).astype(np.float64), den.astype(np.float64)
+
+
+def kappa(j: Judgments, labels: np.ndarray, w: np.ndarray) -> Estimate:
+    codes = pair_codes(j.human, labels)
+    value = float(kappa_from_confusion(np.bincount(codes, minlength=9).reshape(3, 3)))
+    return Estimate(value, *bootstrap.kappa_interval(w, codes))
+
+
+def measure(j: Judgments, members: tuple[str, ...], rule: str, w: np.ndarray) -> dict:
+    """Kappa, accuracy, flip rate and longer-answer win rate of one evaluator, with intervals."""
+    labels, by_order = labels_of(j, members, rule)
+    flipped, both = flips(by_order)
+    return {
+        "labels": labels,
+        "kappa": kappa(j, labels, w),
+        "accuracy": _ratio(w, (j.human == np.where(labels == MISSING, TIE, labels)).astype(np.float64),
+                           np.ones(j.n)),
+        "flip_rate": _ratio(w, flipped.astype(np.float64), both.astype(np.float64)),
+        "longer_wins": _ratio(w, *longer_wins(j, labels)),
+        "n_missing": int((labels == MISSING).sum()),
+        "n_ties": int((labels == TIE).sum()),
+    }
+
+
+def per_model(j: Judgments, labels: np.ndarray, w: np.ndarray) -> list[dict]:
+    """The paper's per-model agreement and bias score, for every model in the benchmark."""
+    rows = []
+    for model in sorted(set(j.model_a) | set(j.model_b)):
+        parts = model_agreement_parts(j.human, labels, j.model_a, j.model_b, model)
+        agree = _ratio(w, parts["agree_num"], parts["agree_den"])
+        other = float(ratio(parts["other_num"].sum(), parts["other_den"].sum()))
+        sums = {k: bootstrap.resampled_sums(w, v) for k, v in parts.items()}
+        bias_samples = ratio(sums["agree_num"], sums["agree_den"]) - ratio(sums["other_num"], sums["other_den"])
+        rows.append({
+            "model": model,
+            "n_human_prefers": int(parts["agree_den"].sum()),
+            "agreement": agree,
+            "bias": Estimate(agree.value - other, *bootstrap.percentile_interval(bias_samples)),
+        })
+    return rows
