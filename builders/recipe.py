@@ -271,6 +271,7 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")
         problems.append(f"{_loc(e['loc'])}: {msg}")
     return problems
 

@@ -4,6 +4,7 @@ true agreement with the humans is known, then `meta-eval` and the export gate.""
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -279,3 +280,111 @@ def test_vendored_benchmarks_hold_the_papers_items_and_equal_the_shared_copies()
         assert tuple(ours["human_winner"].value_counts().sort("human_winner")["count"]) == counts
         if shared.exists():  # CI checks out ../shared beside the project
             assert ours.equals(pl.read_ndjson(shared / f"{name}.jsonl", infer_schema_length=None))
+
+
+LABELLED = """\
+name: {name}
+source:
+  path: sources/pairs.jsonl
+  prompt_column: q
+  id_column: id
+  label_column: winner
+models:
+  judge: {{provider: fake, model: auto}}
+generation:
+  workflow: import
+  answers:
+    - {{column: first, model_column: who_first}}
+    - {{column: second, model: baseline}}
+judge:
+  panel: {{models: [judge]}}
+export: {{}}
+"""
+
+
+def _pairs(project, rows):
+    (project / "recipes" / "sources" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def _row(i, winner="model_a", **extra):
+    return {"id": f"p{i}", "q": "same question", "first": f"answer {i}", "who_first": "m1", "second": f"other {i}",
+            "winner": winner, **extra}
+
+
+def test_any_labelled_source_works_and_repeated_questions_stay_separate_items(project):
+    _pairs(project, [_row(0), _row(1, "tie"), _row(2, "model_b")])
+    result = fellowship("build", "mine", "--no-progress", cwd=write_recipe(project, "mine", LABELLED.format(name="mine")).parents[1])
+    assert "mine: meta-eval: 1 evaluators over 3 items" in result.stderr  # `build` ends with the meta-eval
+    data = project.parent / "data" / "mine"
+    labels = read_table(TABLES["labels"], data).sort("item_id")
+    assert labels["item_id"].to_list() == ["p0", "p1", "p2"]
+    assert labels["human_winner"].to_list() == ["model_a", "tie", "model_b"]
+    assert set(labels["model_a"]) == {"m1"} and set(labels["model_b"]) == {"baseline"}
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([_row(0), _row(1, "B")], "source row 1 of sources/pairs.jsonl: column 'winner' holds 'B', expected one of model_a, model_b, tie"),
+    ([_row(0), _row(0)], "source row 1 of sources/pairs.jsonl: id 'p0' in column 'id' is used by an earlier row"),
+    ([_row(0), {**_row(1), "first": None}], "source row 1 of sources/pairs.jsonl: column 'first' is empty (generation.answers[0])"),
+])
+def test_bad_labelled_rows_are_named(project, rows, message):
+    _pairs(project, rows)
+    write_recipe(project, "mine", LABELLED.format(name="mine"))
+    result = fellowship("build", "mine", "--no-progress", cwd=project, check=False)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (project.parent / "data" / "mine" / "labels.parquet").exists()
+
+
+def test_answers_can_come_from_a_struct_column(project):
+    """The 500 Capybara prompts ship their baselines as `responses.{model}`: each imports as a candidate."""
+    rows = [{"prompt_id": f"c{i}", "prompt": f"question {i}", "responses": {"gpt-4o": f"g{i}", "gemma": f"m{i}"}}
+            for i in range(3)]
+    (project / "recipes" / "sources" / "baselines.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    text = LABELLED.format(name="base").replace("  path: sources/pairs.jsonl\n  prompt_column: q\n  id_column: id\n  label_column: winner\n",
+                                                "  path: sources/baselines.jsonl\n")
+    text = text.replace("    - {column: first, model_column: who_first}\n    - {column: second, model: baseline}\n",
+                        "    - {column: responses.gpt-4o, model: gpt-4o}\n    - {column: responses.gemma, model: gemma}\n")
+    recipe = load_recipe(write_recipe(project, "base", text))
+    for stage in ("items", "candidates"):
+        run_stage(recipe, stage, progress=False)
+    candidates = read_table(TABLES["candidates"], project.parent / "data" / "base").sort("generator", "response")
+    assert candidates["generator"].to_list() == ["gemma"] * 3 + ["gpt-4o"] * 3
+    assert candidates["response"].to_list() == ["m0", "m1", "m2", "g0", "g1", "g2"]
+    assert (candidates["tokens_in"] == 0).all() and set(candidates["workflow"]) == {"import"}
+
+
+@pytest.mark.parametrize("generation, message", [
+    ("{workflow: import}", "generation.answers: name the source columns that hold the answers to import"),
+    ("{workflow: import, generator: judge, answers: [{column: a, model: x}, {column: b, model: y}]}",
+     "generation.generator: the import workflow generates nothing"),
+    ("{workflow: single}", "generation.generator: the single workflow needs a generator model"),
+    ("{workflow: import, answers: [{column: a}]}", "generation.answers[0]: give exactly one of `model` or `model_column`"),
+])
+def test_import_workflow_errors(project, generation, message):
+    text = LABELLED.format(name="imp").replace("  label_column: winner\n", "")
+    start = text.index("generation:")
+    text = text[:start] + f"generation: {generation}\n" + text[text.index("\njudge:") + 1:]
+    _pairs(project, [_row(0)])
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(write_recipe(project, "imp", text))
+
+
+def test_a_debate_benchmark_measures_each_referee_and_their_vote(project):
+    from builders import meta_eval
+
+    text = BENCH.replace("  panel:\n    models: [oracle, position, longer, contrarian]\n  mode: jury\n  members: [oracle, position, longer]\n",
+                         "  panel:\n    debate:\n      rounds: 1\n      referees: {{general_public: oracle, psychologist: longer, critic: contrarian}}\n  mode: debate\n")
+    text = text.replace("sample: 16", "sample: 5")
+    recipe = load_recipe(write_recipe(project, "fair-debate", text.format(name="fair-debate")))
+    for stage in STAGES:
+        run_stage(recipe, stage, progress=False)
+    data = project.parent / "data" / "fair-debate"
+    meta_eval.build(recipe, data, resamples=200)
+    agreement = read_table(TABLES["agreement"], data)
+    assert set(agreement["evaluator"]) == {
+        "general_public", "psychologist", "critic", "general_public+psychologist", "general_public+critic",
+        "psychologist+critic", "general_public+psychologist+critic"}
+    configured = agreement.filter("configured")
+    assert configured["evaluator"].to_list() == ["general_public+psychologist+critic"]
+    assert (agreement["n_items"] == 5).all() and agreement["fingerprint"].n_unique() == 7
+    assert json.loads((data / "metrics.json").read_text())["strategy"] == "debate"

@@ -14,7 +14,12 @@ from metrics.agreement import A, B, MISSING, TIE, accuracy, cohen_kappa, encode,
 from metrics.judgments import combine_orders, flips
 from metrics.jury import all_juries, majority, mean_margin
 
-labels = st.lists(st.sampled_from([A, B, TIE]), min_size=2, max_size=60)
+@st.composite
+def two_raters(draw):
+    """Human and judge labels over the same 2..60 items."""
+    n = draw(st.integers(2, 60))
+    rater = st.lists(st.sampled_from([A, B, TIE]), min_size=n, max_size=n)
+    return np.array(draw(rater), dtype=np.int8), np.array(draw(rater), dtype=np.int8)
 
 
 def arr(*codes):
@@ -41,22 +46,18 @@ def test_a_missing_verdict_counts_as_a_tie():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 @settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_kappa_matches_scikit_learn(data):
-    human = np.array(data.draw(labels), dtype=np.int8)
-    judge = np.array(data.draw(st.lists(st.sampled_from([A, B, TIE]), min_size=len(human), max_size=len(human))),
-                     dtype=np.int8)
+@given(two_raters())
+def test_kappa_matches_scikit_learn(raters):
+    human, judge = raters
     ours = cohen_kappa(human, judge)
     theirs = cohen_kappa_score(human, judge, labels=[A, B, TIE])
     assert (np.isnan(ours) and np.isnan(theirs)) or ours == pytest.approx(theirs)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_kappa_properties(data):
-    human = np.array(data.draw(labels), dtype=np.int8)
-    judge = np.array(data.draw(st.lists(st.sampled_from([A, B, TIE]), min_size=len(human), max_size=len(human))),
-                     dtype=np.int8)
+@given(two_raters())
+def test_kappa_properties(raters):
+    human, judge = raters
     k = cohen_kappa(human, judge)
     if not np.isnan(k):
         assert -1 - 1e-9 <= k <= 1 + 1e-9
