@@ -72,9 +72,16 @@ class Engine:
                 self._providers[name] = create_provider(name, self.spec(name))
 
     def _semaphore(self, model: str) -> asyncio.Semaphore:
-        if model not in self._semaphores:
-            self._semaphores[model] = asyncio.Semaphore(self.spec(model).concurrency)
-        return self._semaphores[model]
+        """Calls in flight per recipe model. A provider that runs the model in this process, one call
+        at a time (`runs_in_process`), gets one slot shared by every recipe name for that model: its
+        calls wait here, before their timeout starts, instead of queueing inside a worker thread
+        where the wait would count against the timeout and a timed-out thread cannot be stopped."""
+        key, limit = model, self.spec(model).concurrency
+        if getattr(self._providers.get(model), "runs_in_process", False):
+            key, limit = f"in-process {sorted(self._identities[model].items())}", 1
+        if key not in self._semaphores:
+            self._semaphores[key] = asyncio.Semaphore(limit)
+        return self._semaphores[key]
 
     async def chat(
         self, model: str, messages: list[Message], *, output: OutputFormat | None = None, sample_index: int = 0

@@ -157,6 +157,8 @@ def bounded(schema: object) -> object:
 
 
 class LocalProvider:
+    runs_in_process = True  # one llama.cpp call at a time: the engine queues calls before their timeout starts
+
     def __init__(self, spec: ModelSpec, *, api_key: str | None = None):
         self.spec = spec
         self.path = resolve_model(spec.model)

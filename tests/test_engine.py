@@ -1,0 +1,50 @@
+"""The engine's scheduling of in-process models: their calls queue before the timeout starts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from builders.llm.engine import Engine
+from builders.llm.fake import FakeProvider
+from builders.recipe import load_recipe
+from conftest import tiny_recipe
+
+
+class SlowInProcess(FakeProvider):
+    """Like the local provider: one call at a time behind a lock, in a worker thread."""
+
+    runs_in_process = True
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    async def complete(self, messages, *, sampling, output, sample_index):
+        def work():
+            with SlowInProcess.lock:
+                SlowInProcess.running += 1
+                SlowInProcess.most = max(SlowInProcess.most, SlowInProcess.running)
+                time.sleep(0.15)
+                SlowInProcess.running -= 1
+            return messages
+
+        await asyncio.to_thread(work)
+        return await super().complete(messages, sampling=sampling, output=output, sample_index=sample_index)
+
+
+def test_queued_in_process_calls_do_not_time_out(project):
+    # eight calls of 0.15 s each, one at a time, with a 0.5 s timeout and concurrency 8: were the
+    # queueing counted, the later calls would time out and be retried behind threads that cannot stop
+    recipe = load_recipe(tiny_recipe(project, extra=", timeout_s: 0.5, concurrency: 8, max_retries: 0"))
+    providers = {name: SlowInProcess(recipe.models[name]) for name in ("writer", "judge")}
+    engine = Engine(recipe, providers=providers, progress=False)
+
+    async def calls():
+        jobs = [engine.chat(name, [{"role": "user", "content": f"q{k}"}]) for k in range(4) for name in ("writer", "judge")]
+        return await asyncio.gather(*jobs)
+
+    started = time.perf_counter()
+    answers = engine.run(calls())
+    assert len(answers) == 8 and engine.usage.retries == 0
+    assert SlowInProcess.most == 1 and time.perf_counter() - started >= 8 * 0.15
