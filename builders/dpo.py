@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builders.gate import check_gate
-from builders.preferences import preferences
+from builders.preferences import lineage, preferences, side
 from builders.recipe import Recipe
 from builders.tables import DPO, content_id, frame, write_table
 
@@ -15,6 +15,7 @@ WRITES = ("dpo",)
 
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
     check_gate(recipe, data_dir, DPO.path(data_dir))
+    about = lineage(recipe)
     rows = []
     for p in preferences(recipe, data_dir):
         rejected = p.rejected[-1:] if recipe.export.pairing == "best_vs_worst" else p.rejected
@@ -31,5 +32,8 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
                 "chosen_score": c["score"],
                 "rejected_score": r["score"],
                 "margin": c["score"] - r["score"],
+                **side(c, "chosen_"),
+                **side(r, "rejected_"),
+                **about,
             })
     write_table(DPO, frame(DPO, rows), data_dir)

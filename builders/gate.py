@@ -79,6 +79,15 @@ def check_gate(recipe: Recipe, data_dir: Path, output: Path) -> None:
         raise
 
 
+def gate_problem(recipe: Recipe, data_dir: Path) -> str | None:
+    """Why the recipe's judge fails its gate, or None when it passes (or has no gate)."""
+    try:
+        _check(recipe, data_dir)
+    except BuildError as e:
+        return str(e)
+    return None
+
+
 def _check(recipe: Recipe, data_dir: Path) -> None:
     gate = recipe.export.gate
     if gate is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builders.gate import check_gate
-from builders.preferences import preferences
+from builders.preferences import lineage, preferences, side
 from builders.recipe import Recipe
 from builders.tables import KTO, content_id, frame, write_table
 
@@ -15,6 +15,7 @@ WRITES = ("kto",)
 
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
     check_gate(recipe, data_dir, KTO.path(data_dir))
+    about = lineage(recipe)
     rows = []
     for p in preferences(recipe, data_dir):
         for c, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]:
@@ -26,5 +27,7 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
                 "label": label,
                 "candidate_id": c["candidate_id"],
                 "score": c["score"],
+                **side(c),
+                **about,
             })
     write_table(KTO, frame(KTO, rows), data_dir)

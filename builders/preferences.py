@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders.prompts import templates
 from builders.recipe import Recipe
-from builders.tables import CANDIDATES, ITEMS, VERDICTS, read_table
+from builders.tables import CANDIDATES, ITEMS, VERDICTS, content_id, read_table
+
+RECIPE_SECTIONS = ("source", "models", "generation", "judge", "export")  # what `recipe_hash` covers
 
 
 @dataclass(frozen=True)
@@ -33,3 +36,35 @@ def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
         ]
         out.append(Preference(v["item_id"], prompts[v["item_id"]], chosen, rejected))
     return out
+
+
+def judge_description(recipe: Recipe) -> str:
+    """How the verdicts were reached, in one line: `jury of a, b, c (majority; combined, scale 10, swapped)`."""
+    j, panel = recipe.judge, recipe.judge.panel
+    how = f"{'debate, ' if panel.debate else ''}{panel.strategy}, scale {panel.scale}{', swapped' if panel.swap else ''}"
+    if len(j.voters) == 1:
+        return f"{j.voters[0]} ({how})"
+    return f"{j.mode} of {', '.join(j.voters)} ({j.rule}; {how})"
+
+
+def lineage(recipe: Recipe) -> dict:
+    """The columns every exported row carries about how it was made."""
+    panel = recipe.judge.panel
+    models = [panel.debate.referees[v] for v in recipe.judge.voters] if panel.debate else recipe.judge.voters
+    texts = {field: path.read_text() for field, (path, _) in sorted(templates(recipe).items())}
+    sections = recipe.model_dump(mode="json", include=set(RECIPE_SECTIONS))
+    return {
+        "judge": judge_description(recipe),
+        "judge_models": [f"{recipe.models[m].provider}/{recipe.models[m].model}" for m in models],
+        "template_hash": content_id(texts),
+        "recipe_hash": content_id(sections),
+    }
+
+
+def side(candidate: dict, prefix: str = "") -> dict:
+    """The writer columns of one candidate, named `<prefix>generator` etc."""
+    return {
+        f"{prefix}generator": candidate["generator"],
+        f"{prefix}reviewers": list(candidate["reviewers"]),
+        f"{prefix}iteration": candidate["iteration"],
+    }

@@ -215,7 +215,9 @@ class Export(Strict):
     pairing: Literal["best_vs_rejected", "best_vs_worst"] = "best_vs_rejected"
     gate: Gate | None = Field(None, description="refuse to export unless the judge reached `min_kappa` on a benchmark")
     min_margin: float = Field(0.0, ge=0, description="a pair needs chosen - rejected score above or at this margin")
-    hub_repo: str | None = None
+    hub_repo: str | None = Field(None, description="Hub dataset id `fellowship publish` pushes to (or --repo)")
+    license: str = Field("other", description="licence id for the dataset card (the answers are model outputs under their providers' terms)")
+    tags: list[str] = Field([], description="extra Hub tags for the dataset card")
 
 
 class Recipe(Strict):

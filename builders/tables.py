@@ -166,6 +166,23 @@ VERDICTS = Table(
     ),
 )
 
+def _side(side: str) -> tuple[Column, ...]:
+    return (
+        Column(f"{side}_generator", pl.String, f"model that wrote `{side}` (recipe name, or the writer an import names)"),
+        Column(f"{side}_reviewers", pl.List(pl.String), f"reviewers whose feedback led to `{side}`"),
+        Column(f"{side}_iteration", pl.Int64, f"iteration of the workflow that wrote `{side}`"),
+    )
+
+
+def _lineage() -> tuple[Column, ...]:
+    return (
+        Column("judge", pl.String, "the verdict's judge configuration (mode, members, strategy, scale)"),
+        Column("judge_models", pl.List(pl.String), "provider/model of each judge (or referee) whose verdict counts"),
+        Column("template_hash", pl.String, "hash of every prompt template the recipe used"),
+        Column("recipe_hash", pl.String, "hash of the recipe's source, models, generation, judge and export sections"),
+    )
+
+
 DPO = Table(
     "dpo",
     "one row per preference pair (TRL's explicit-prompt preference format)",
@@ -181,6 +198,9 @@ DPO = Table(
         Column("chosen_score", pl.Float64, "aggregate judge score of `chosen`"),
         Column("rejected_score", pl.Float64, "aggregate judge score of `rejected`"),
         Column("margin", pl.Float64, "chosen_score - rejected_score"),
+        *_side("chosen"),
+        *_side("rejected"),
+        *_lineage(),
     ),
 )
 
@@ -196,6 +216,10 @@ KTO = Table(
         Column("label", pl.Boolean, "true for the chosen response, false for a rejected one"),
         Column("candidate_id", pl.String, "candidate id of `completion`"),
         Column("score", pl.Float64, "aggregate judge score of `completion`"),
+        Column("generator", pl.String, "model that wrote `completion` (recipe name, or the writer an import names)"),
+        Column("reviewers", pl.List(pl.String), "reviewers whose feedback led to `completion`"),
+        Column("iteration", pl.Int64, "iteration of the workflow that wrote `completion`"),
+        *_lineage(),
     ),
 )
 

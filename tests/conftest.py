@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,3 +78,29 @@ def fellowship(*args: str, cwd: Path, check: bool = True) -> subprocess.Complete
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def dvc_repo(project: Path, tmp_path: Path, recipes: list[str], benchmarks: list[str] = ()) -> dict:
+    """Make `project` a git + DVC repository with this checkout's pipeline (code, dvc.yaml, plot
+    templates, DVC remote config) over `recipes`; returns the environment to run it in."""
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, project / name)
+    for folder in ("builders", "metrics"):
+        shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "data" / "_gates").mkdir(parents=True, exist_ok=True)
+    (project / "data" / "_gates" / "README.md").write_text("gates\n")
+    listed = lambda names: "".join(f"  - {n}\n" for n in names) or "  []\n"
+    (project / "params.yaml").write_text(f"recipes:\n{listed(recipes)}benchmarks:\n{listed(benchmarks)}".replace(":\n  []", ": []"))
+    env = {**os.environ, "FELLOWSHIP_DATA_DIR": "data", "FELLOWSHIP_CACHE_DIR": str(tmp_path / "cache")}
+    run(["git", "init", "-q"], project, env)
+    run(["dvc", "init", "-q"], project, env)
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
+    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    return env

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 
 import yaml
 
 from builders import meta_eval
 from builders.stages import STAGES
 from builders.tables import TABLES
-from conftest import ROOT, tiny_recipe, write_recipe
+from conftest import ROOT, dvc_repo, run, tiny_recipe, write_recipe
 
 BENCH = """\
 name: bench
@@ -48,26 +46,15 @@ def test_dvc_yaml_matches_each_builders_reads_and_writes():
 
 
 def _run(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run(cmd, cwd, env)
     return result.stdout + result.stderr
 
 
 def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(project, tmp_path):
     repo = project
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("builders", "metrics"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "data" / "_gates").mkdir(parents=True)
-    (repo / "data" / "_gates" / "README.md").write_text("gates\n")
-    (repo / "params.yaml").write_text("recipes:\n  - tiny\n  - bench\nbenchmarks:\n  - bench\n")
     recipe = tiny_recipe(project)
     write_recipe(project, "bench", BENCH)
-    env = {**os.environ, "FELLOWSHIP_DATA_DIR": "data", "FELLOWSHIP_CACHE_DIR": str(tmp_path / "cache")}
-    _run(["git", "init", "-q"], repo, env)
-    _run(["dvc", "init", "-q"], repo, env)
-    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+    env = dvc_repo(repo, tmp_path, ["tiny", "bench"], ["bench"])
 
     first = _run(["dvc", "repro"], repo, env)
     ran = re.findall(r"Running stage '(\w+)@tiny'", first)
@@ -95,3 +82,20 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
     ran = re.findall(r"Running stage '(\w+)@tiny'", fourth)
     assert ran[0] == "verdicts" and not {"items", "candidates", "scores"} & set(ran)
     assert " calls" not in fourth
+
+
+def test_outputs_push_to_and_pull_from_the_configured_local_remote(project, tmp_path):
+    tiny_recipe(project)
+    env = dvc_repo(project, tmp_path, ["tiny"])
+    _run(["dvc", "repro"], project, env)
+    assert "local" in _run(["dvc", "remote", "list"], project, env)
+    _run(["dvc", "push"], project, env)
+    assert any((project / ".dvc-remote").rglob("*")), "nothing pushed"
+    dpo = project / "data" / "tiny" / "dpo.parquet"
+    before = dpo.read_bytes()
+    for out in (project / "data" / "tiny").glob("*.parquet"):
+        out.unlink()
+    shutil.rmtree(project / ".dvc" / "cache")
+    _run(["dvc", "pull"], project, env)
+    assert dpo.read_bytes() == before
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], project, env)

@@ -1,0 +1,198 @@
+"""The dataset card published with a recipe's `dpo` and `kto` configs: Hub metadata (configs and data
+files, licence, task categories, size category, tags) and a body that tells how the data was made
+(source, models and roles, workflow, judge and its measured agreement with humans), what is in it
+(counts, score margins, ties, KTO balance), what it cost, and how to load and train on it.
+
+Everything here comes from the recipe and the built tables; API keys never reach it (recipes only
+name the variables that hold them, and the card does not print even those).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from builders.export_checks import kto_balance
+from builders.gate import GATES_DIR, fingerprint
+from builders.preferences import judge_description
+from builders.recipe import Recipe
+from builders.tables import CANDIDATES, DEBATES, DPO, KTO, SCORES, VERDICTS, read_table
+
+SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
+
+
+def size_category(n: int) -> str:
+    return next((label for limit, label in SIZES if n < limit), "1M<n<10M")
+
+
+def metadata(recipe: Recipe, n_rows: int) -> dict:
+    """The card's YAML header, in the Hub's dataset-card schema."""
+    return {
+        "license": recipe.export.license,
+        "task_categories": ["text-generation"],
+        "tags": ["dpo", "kto", "preference", "synthetic", "llm-as-a-judge", "fellowship", *recipe.export.tags],
+        "size_categories": [size_category(n_rows)],
+        "pretty_name": recipe.name,
+        "configs": [
+            {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*.parquet"}]}
+            for name in ("dpo", "kto")
+        ],
+    }
+
+
+def roles(recipe: Recipe) -> dict[str, list[str]]:
+    """Recipe model name -> what it does in this recipe."""
+    out: dict[str, list[str]] = {}
+    g, panel = recipe.generation, recipe.judge.panel
+    if g.generator:
+        out.setdefault(g.generator, []).append("generator")
+    for r in g.reviewers:
+        out.setdefault(r, []).append("reviewer")
+    for m in panel.models:
+        out.setdefault(m, []).append("judge" + ("" if m in recipe.judge.voters else " (not voting)"))
+    for role, m in (panel.debate.referees.items() if panel.debate else []):
+        out.setdefault(m, []).append(f"debate referee ({role.replace('_', ' ')})")
+    return out
+
+
+def measured_agreement(recipe: Recipe, data_root: Path) -> list[dict]:
+    """Every benchmark measurement of exactly this judge configuration (see builders/gate.py)."""
+    mine = fingerprint(recipe, recipe.judge.voters)
+    found = []
+    for path in sorted((data_root / GATES_DIR).glob("*.json")):
+        for e in json.loads(path.read_text())["evaluators"]:
+            if e["fingerprint"] == mine:
+                found.append({"benchmark_recipe": path.stem, **e})
+    return found
+
+
+def usage(data_dir: Path) -> list[tuple[str, int, int, int, float]]:
+    """(stage, calls, tokens in, tokens out, cost) as recorded when each row was written."""
+    c = read_table(CANDIDATES, data_dir)
+    d = read_table(DEBATES, data_dir)
+    s = read_table(SCORES, data_dir).unique("call_id")  # usage repeats per candidate of a call
+    rows = [
+        ("generation", int((c["workflow"] != "import").sum()), int(c["tokens_in"].sum()), int(c["tokens_out"].sum()),
+         float(c["cost_usd"].sum())),
+        ("reviews", int(c["review"].is_not_null().sum()), int(c["review_tokens_in"].sum()),
+         int(c["review_tokens_out"].sum()), float(c["review_cost_usd"].sum())),
+        ("debates", d.height, int(d["tokens_in"].sum()), int(d["tokens_out"].sum()), float(d["cost_usd"].sum())),
+        ("judging", s.height, int(s["tokens_in"].sum()), int(s["tokens_out"].sum()), float(s["cost_usd"].sum())),
+    ]
+    return [r for r in rows if r[1]]
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _stats(values: pl.Series) -> str:
+    if values.is_empty():
+        return "none"
+    return (f"mean {values.mean():.2f}, median {values.median():.2f}, min {values.min():.2f}, "
+            f"max {values.max():.2f}")
+
+
+def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
+    dpo, kto = read_table(DPO, data_dir), read_table(KTO, data_dir)
+    verdicts = read_table(VERDICTS, data_dir)
+    g, j, s = recipe.generation, recipe.judge, recipe.source
+    header = yaml.safe_dump(metadata(recipe, max(dpo.height, kto.height)), sort_keys=False, allow_unicode=True)
+    specs = recipe.models
+    models = _table(("name", "provider/model", "role", "temperature", "max tokens"), [
+        (name, f"{specs[name].provider}/{specs[name].model}", ", ".join(r), specs[name].temperature, specs[name].max_tokens)
+        for name, r in roles(recipe).items()
+    ])
+    if g.workflow == "feedback":
+        workflow = (f"the paper's LLM Feedback Loop: `{g.generator}` answers, {', '.join(f'`{r}`' for r in g.reviewers)} "
+                    f"review{'s' if len(g.reviewers) == 1 else ''} (evaluation, score out of 10, feedback), the generator "
+                    f"revises; {g.iterations} answers per prompt, each a candidate")
+    elif g.workflow == "single":
+        workflow = f"`{g.generator}` answers each prompt {g.iterations} time(s); each answer is a candidate"
+    else:
+        workflow = "answers imported from the source: " + ", ".join(f"`{a.column}`" for a in g.answers)
+    agreement = measured_agreement(recipe, data_dir.parent)
+    if agreement:
+        measured = "\n".join(
+            f"- Cohen's kappa with human labels on benchmark recipe `{a['benchmark_recipe']}`: **{a['kappa']:.3f}** "
+            f"(95% bootstrap interval {a['kappa_low']:.3f} to {a['kappa_high']:.3f}; {a['n_items']} items)"
+            for a in agreement if a["kappa"] is not None
+        )
+    else:
+        measured = "- Not measured against human labels (no benchmark recipe measured this judge configuration)."
+    gate = recipe.export.gate
+    gate_line = (f"- Export gate: kappa ({gate.bound}) at least {gate.min_kappa} on `{gate.benchmark}`.\n"
+                 if gate else "")
+    status = ", ".join(f"{k} {n}" for k, n in verdicts["status"].value_counts(sort=True).iter_rows())
+    balance = kto_balance(kto)
+    spend = _table(("stage", "calls", "tokens in", "tokens out", "cost (USD)"),
+                   [(st, n, f"{ti:,}", f"{to:,}", f"{cost:.4f}") for st, n, ti, to, cost in usage(data_dir)])
+    recipe_text = yaml.safe_dump(
+        recipe.model_dump(mode="json", include={"source", "models", "generation", "judge", "export"}),
+        sort_keys=False, allow_unicode=True,
+    )
+    return f"""---
+{header}---
+
+# {recipe.name}
+
+{recipe.description or "A preference-optimization dataset built with Fellowship."}
+
+Two configurations of one dataset: `dpo` (pairs: `prompt`, `chosen`, `rejected`) and `kto` (single
+answers: `prompt`, `completion`, `label`), in the column formats TRL's `DPOTrainer` and `KTOTrainer`
+read. Built with Fellowship from the recipe below, following "The Fellowship of the LLMs" (Arif et
+al., 2024): an LLM workflow writes several answers per prompt, LLM judges score them, the best is
+chosen and the others rejected.
+
+## How it was made
+
+- Source: {s.benchmark or s.dataset or s.path} ({verdicts.height} prompts{f", a seeded sample of {s.sample} (seed {s.seed})" if s.sample else ""}).
+- Generation: {workflow}.
+- Judge: {judge_description(recipe)}; mode `{j.mode}`, tie policy `{j.tie_policy}`. Candidates whose verdict flips when their order is swapped are never preferred.
+{measured}
+{gate_line}
+{models}
+
+## What is in it
+
+- `dpo`: {dpo.height} pairs ({recipe.export.pairing.replace('_', ' ')}, minimum margin {recipe.export.min_margin}); score margin {_stats(dpo["margin"])}.
+- `kto`: {kto.height} examples, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable{f"; with KTOTrainer, `undesirable_weight={balance['undesirable_weight']}` balances them" if balance["undesirable_weight"] else ""}.
+- Verdicts: {status}; {int(verdicts["is_tie"].sum())} of {verdicts.height} items had a tie for the best answer (a tied answer is never rejected).
+
+Every row carries its lineage: the writer (`generator`, `reviewers`, `iteration`, per side in `dpo`), the
+`judge` and `judge_models`, and hashes of the prompt templates (`template_hash`) and of the recipe
+(`recipe_hash`).
+
+## Cost
+
+{spend}
+
+## Use
+
+```python
+from datasets import load_dataset
+
+dpo = load_dataset("{repo_id}", "dpo", split="train")
+kto = load_dataset("{repo_id}", "kto", split="train")
+```
+
+```python
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+DPOTrainer(model=model, args=DPOConfig(output_dir="dpo"), train_dataset=dpo, processing_class=tokenizer).train()
+KTOTrainer(model=model, args=KTOConfig(output_dir="kto"{f", undesirable_weight={balance['undesirable_weight']}" if balance["undesirable_weight"] else ""}),
+           train_dataset=kto, processing_class=tokenizer).train()
+```
+
+## Recipe
+
+```yaml
+{recipe_text}```
+
+The answers are model outputs, under the terms of the providers that served them.
+"""

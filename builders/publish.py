@@ -1,0 +1,98 @@
+"""Publishing a recipe's `dpo` and `kto` tables as two configs of one Hugging Face Hub dataset.
+
+`prepare` writes the folder that would be uploaded (`README.md` card, `dpo/train-*.parquet`,
+`kto/train-*.parquet`), after checking that the outputs are current (`dvc status` clean for the
+recipe's export stages and everything upstream), that the judge passes its gate, and that the exports
+keep TRL's column contracts. `upload` sends it with `huggingface_hub`. The token comes from
+`HF_TOKEN` or the standard Hub login, and is never written or printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from builders.card import card
+from builders.errors import BuildError
+from builders.export_checks import dpo_problems, kto_problems
+from builders.gate import gate_problem
+from builders.recipe import Recipe
+from builders.tables import DPO, KTO, read_table
+
+EXPORTS = {"dpo": (DPO, dpo_problems), "kto": (KTO, kto_problems)}
+
+
+def stale_stages(recipe: Recipe, repo_root: Path) -> list[str]:
+    """DVC stages of this recipe's exports (and their upstream) whose outputs are not current."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    targets = [f"{name}@{recipe.name}" for name in EXPORTS]
+    try:
+        with Repo(str(repo_root)) as repo:
+            return sorted(repo.status(targets=targets, with_deps=True))
+    except DvcException as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BuildError(
+            f"{recipe.path}: publish: cannot tell whether the exports are current ({reason}); "
+            f"list '{recipe.name}' under `recipes` in params.yaml and run `dvc repro`"
+        ) from None
+
+
+def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
+    """Raise BuildError (one line) when the exports may not be published."""
+    where = f"{recipe.path}: publish"
+    problem = gate_problem(recipe, data_dir)
+    if problem:
+        raise BuildError(problem)
+    stale = stale_stages(recipe, repo_root)
+    if stale:
+        raise BuildError(f"{where}: outputs are stale against the recipe or code ({', '.join(stale)}); run `dvc repro` first")
+    for name, (table, problems_of) in EXPORTS.items():
+        df = read_table(table, data_dir)
+        if df.height == 0:
+            raise BuildError(f"{where}: the {name} table is empty; nothing to publish")
+        problems = problems_of(df)
+        if problems:
+            raise BuildError(f"{where}: {problems[0]}")
+
+
+def prepare(recipe: Recipe, data_dir: Path, repo_id: str, out: Path) -> Path:
+    """Write the folder to upload at `out` (replaced whole), from tables already checked."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, (table, _) in EXPORTS.items():
+        (tmp / name).mkdir(parents=True)
+        read_table(table, data_dir).write_parquet(tmp / name / "train-00000-of-00001.parquet")
+    (tmp / "README.md").write_text(card(recipe, data_dir, repo_id))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def hub_token() -> str:
+    """The Hub token from HF_TOKEN or the standard login; a one-line error when there is none."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise BuildError("publish: no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    return token
+
+
+def upload(folder: Path, repo_id: str, *, private: bool, revision: str | None, message: str, api=None):
+    """Create the dataset repo (private unless told otherwise) and the branch if needed, then upload
+    the folder in one commit. Returns the commit info."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = api if api is not None else HfApi(token=hub_token())
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
+                                 revision=revision, commit_message=message)
+    except HfHubHTTPError as e:
+        raise BuildError(f"publish: the Hub refused {repo_id}: {str(e).strip().splitlines()[0]}") from None

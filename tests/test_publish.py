@@ -1,0 +1,182 @@
+"""Publishing: the folder that would be uploaded loads back with `datasets`, the Hub client is called
+as the real one expects, stale or gated outputs are refused, and no token reaches any file."""
+
+from __future__ import annotations
+
+from unittest.mock import create_autospec
+
+import datasets
+import polars as pl
+import pytest
+import yaml
+from huggingface_hub import HfApi
+
+from builders import publish
+from builders.export_checks import dpo_problems, kto_balance, kto_problems
+from builders.recipe import load_recipe
+from builders.tables import TABLES, read_table
+from conftest import dvc_repo, run, tiny_recipe
+
+TOKEN = "hf_sentinelTOKEN0123456789abcdef"
+
+
+@pytest.fixture
+def built(project, tmp_path, monkeypatch):
+    """A DVC project whose `tiny` recipe (with a hub_repo) is built and current."""
+    recipe = tiny_recipe(project)
+    recipe.write_text(recipe.read_text().replace("export:\n", "export:\n  hub_repo: someone/tiny-prefs\n"))
+    env = dvc_repo(project, tmp_path, ["tiny"])
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # no cached login from this machine
+    env.pop("HF_TOKEN", None)
+    run(["dvc", "repro"], project, env)
+    return project, env
+
+
+def _publish(project, env, *args, check=True):
+    return run(["fellowship", "publish", "tiny", *args], project, env, check=check)
+
+
+def _rows(df: pl.DataFrame, key: str) -> list[dict]:
+    return sorted(df.to_dicts(), key=lambda r: r[key])
+
+
+def test_the_folder_to_upload_loads_back_into_identical_rows(built):
+    project, env = built
+    result = _publish(project, env, "--dry-run")
+    assert "would upload" in result.stdout and "someone/tiny-prefs (private)" in result.stdout
+    folder = project / "data" / "tiny" / "hub"
+    for name, key in (("dpo", "pair_id"), ("kto", "example_id")):
+        loaded = datasets.load_dataset(str(folder), name, split="train").to_polars()
+        table = read_table(TABLES[name], project / "data" / "tiny")
+        assert loaded.height == table.height > 0
+        assert _rows(loaded, key) == _rows(table, key)
+    dpo = datasets.load_dataset(str(folder), "dpo", split="train")
+    assert {"prompt", "chosen", "rejected"} <= set(dpo.column_names)
+    assert {"chosen_generator", "rejected_iteration", "judge", "template_hash", "recipe_hash"} <= set(dpo.column_names)
+
+
+def test_the_card_has_hub_metadata_and_tells_how_the_data_was_made(built):
+    project, env = built
+    _publish(project, env, "--dry-run")
+    text = (project / "data" / "tiny" / "hub" / "README.md").read_text()
+    _, header, body = text.split("---\n", 2)
+    meta = yaml.safe_load(header)
+    assert [c["config_name"] for c in meta["configs"]] == ["dpo", "kto"]
+    assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "dpo/train-*.parquet"}]
+    assert meta["license"] == "other" and meta["size_categories"] == ["n<1K"]
+    assert "text-generation" in meta["task_categories"] and "dpo" in meta["tags"]
+    dpo = read_table(TABLES["dpo"], project / "data" / "tiny")
+    kto = read_table(TABLES["kto"], project / "data" / "tiny")
+    assert f"`dpo`: {dpo.height} pairs" in body and f"`kto`: {kto.height} examples" in body
+    assert "| writer | fake/auto | generator |" in body and "| judge | fake/auto | judge |" in body
+    assert "Feedback Loop" in body and 'load_dataset("someone/tiny-prefs", "kto", split="train")' in body
+    assert "DPOTrainer" in body and "Not measured against human labels" in body
+
+
+def test_upload_creates_a_private_repo_and_branch_then_uploads_the_folder(built):
+    project, env = built
+    _publish(project, env, "--dry-run")
+    folder = project / "data" / "tiny" / "hub"
+    api = create_autospec(HfApi, instance=True)  # fails on any argument the real client does not take
+    publish.upload(folder, "someone/tiny-prefs", private=True, revision="v1", message="first cut", api=api)
+    api.create_repo.assert_called_once_with("someone/tiny-prefs", repo_type="dataset", private=True, exist_ok=True)
+    api.create_branch.assert_called_once_with("someone/tiny-prefs", repo_type="dataset", branch="v1", exist_ok=True)
+    api.upload_folder.assert_called_once_with(repo_id="someone/tiny-prefs", repo_type="dataset",
+                                              folder_path=str(folder), revision="v1", commit_message="first cut")
+
+
+def test_publishing_without_a_token_names_the_fix(built):
+    project, env = built
+    result = _publish(project, env, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "publish: no Hugging Face token: set HF_TOKEN or run `hf auth login`"
+
+
+def test_stale_outputs_are_refused(built):
+    project, env = built
+    recipe = project / "recipes" / "tiny.yaml"
+    recipe.write_text(recipe.read_text().replace("min_margin: 0", "min_margin: 2"))
+    result = _publish(project, env, "--dry-run", check=False)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "outputs are stale against the recipe or code (dpo@tiny, kto@tiny); run `dvc repro` first" in result.stderr
+    assert not (project / "data" / "tiny" / "hub").exists()
+
+
+def test_a_recipe_outside_the_pipeline_is_refused(built):
+    project, env = built
+    tiny_recipe(project, "loose")
+    run(["fellowship", "build", "loose", "--no-progress"], project, env)
+    result = run(["fellowship", "publish", "loose", "--repo", "me/x", "--dry-run"], project, env, check=False)
+    assert result.returncode == 1 and "list 'loose' under `recipes` in params.yaml" in result.stderr
+
+
+def test_a_judge_failing_its_gate_is_refused(built):
+    project, env = built
+    bench = project / "recipes" / "bench.yaml"
+    bench.write_text("name: bench\nsource: {benchmark: fair-eval, sample: 4}\nmodels:\n  judge: {provider: fake, model: auto}\n"
+                     "generation: {workflow: import}\njudge:\n  panel: {models: [judge]}\nexport: {}\n")
+    recipe = project / "recipes" / "tiny.yaml"
+    recipe.write_text(recipe.read_text().replace("export:\n", "export:\n  gate: {benchmark: bench, min_kappa: 0.2}\n"))
+    result = _publish(project, env, "--dry-run", check=False)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "export.gate: no judge has been measured on benchmark recipe 'bench'" in result.stderr
+
+
+def test_no_token_reaches_any_written_file(built):
+    project, env = built
+    env = {**env, "HF_TOKEN": TOKEN}
+    _publish(project, env, "--dry-run")
+    api = create_autospec(HfApi, instance=True)
+    publish.upload(project / "data" / "tiny" / "hub", "someone/tiny-prefs", private=True, revision=None,
+                   message="m", api=api)
+    written = [p for p in project.rglob("*") if p.is_file() and ".git" not in p.parts]
+    assert written and not [p for p in written if TOKEN.encode() in p.read_bytes()]
+
+
+def test_missing_repo_id_is_one_line(project, tmp_path):
+    tiny_recipe(project)
+    result = run(["fellowship", "publish", "tiny"], project, check=False)
+    assert result.returncode == 1 and "export.hub_repo: name the Hub dataset (or pass --repo)" in result.stderr
+
+
+def _dpo(**overrides):
+    row = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."}
+    return pl.DataFrame([{**row, **overrides}])
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({}, None),
+    ({"rejected": "Blue."}, "dpo: row 0: `chosen` and `rejected` are the same text (1 rows in all)"),
+    ({"chosen": "Name a colour. Blue."}, "dpo: row 0: `chosen` starts with the prompt; TRL adds the prompt itself"),
+    ({"rejected": "  "}, "dpo: row 0 has an empty `rejected` (1 rows in all)"),
+])
+def test_dpo_contract(row, problem):
+    problems = dpo_problems(_dpo(**row))
+    assert (problems[0].startswith(problem) if problem else problems == [])
+
+
+def test_kto_contract_and_balance():
+    kto = pl.DataFrame({"prompt": ["p", "p", "p"], "completion": ["a", "b", "c"], "label": [True, False, False]})
+    assert kto_problems(kto) == []
+    assert kto_balance(kto) == {"desirable": 1, "undesirable": 2, "ratio": 0.5, "undesirable_weight": 0.5}
+    bad = kto.with_columns(pl.col("label").cast(pl.Int64))
+    assert kto_problems(bad) == ["kto: column `label` must be boolean (TRL's column contract)"]
+    assert kto_balance(kto.filter("label"))["undesirable_weight"] is None
+
+
+def test_lineage_columns_name_each_sides_writer(project):
+    from builders.stages import STAGES, run_stage
+
+    recipe = load_recipe(tiny_recipe(project))
+    for stage in STAGES:
+        run_stage(recipe, stage, progress=False)
+    data = project.parent / "data" / "tiny"
+    dpo = read_table(TABLES["dpo"], data)
+    candidates = read_table(TABLES["candidates"], data)
+    joined = dpo.join(candidates, left_on="chosen_id", right_on="candidate_id")
+    assert (joined["chosen_iteration"] == joined["iteration"]).all()
+    assert (joined["chosen_generator"] == "writer").all() and joined["chosen_reviewers"].to_list()[0] == ["reviewer"]
+    assert set(dpo["judge"]) == {"judge (combined, scale 10, swapped)"} and dpo["judge_models"].to_list()[0] == ["fake/auto"]
+    assert dpo["recipe_hash"].n_unique() == dpo["template_hash"].n_unique() == 1
+    kto = read_table(TABLES["kto"], data)
+    assert set(kto["recipe_hash"]) == set(dpo["recipe_hash"])
