@@ -151,7 +151,7 @@ chosen and the others rejected.
 
 ## How it was made
 
-- Source: {s.benchmark or s.dataset or s.path} ({verdicts.height} prompts{f", a seeded sample of {s.sample} (seed {s.seed})" if s.sample else ""}).
+- Source: {s.benchmark or s.dataset or s.path}: {verdicts.height} prompts{f" (a seeded sample, seed {s.seed})" if s.sample else ""}.
 - Generation: {workflow}.
 - Judge: {judge_description(recipe)}; mode `{j.mode}`, tie policy `{j.tie_policy}`. Candidates whose verdict flips when their order is swapped are never preferred.
 {measured}
