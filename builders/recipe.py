@@ -220,6 +220,22 @@ class Export(Strict):
     tags: list[str] = Field([], description="extra Hub tags for the dataset card")
 
 
+class Compare(Strict):
+    """The paper's generation study: this recipe's answers (the judge's pick of each prompt's candidates)
+    against baseline answers to the same prompts, judged pairwise by the panel."""
+
+    baselines: list[ImportedAnswer] = Field(
+        min_length=1, description="source columns holding baseline answers; each `model` names a baseline"
+    )
+    ties: Literal["half", "exclude", "loss"] = Field(
+        "half", description="a tie counts as half a win, is left out, or counts as a loss"
+    )
+    resamples: int = Field(1000, ge=100, description="bootstrap resamples for the 95% intervals")
+
+    def names(self) -> list[str]:
+        return [b.model for b in self.baselines]
+
+
 class Recipe(Strict):
     schema_version: Literal[1] = 1
     name: str
@@ -230,6 +246,7 @@ class Recipe(Strict):
     generation: Generation = Field(description="for a benchmark, `workflow: import` takes its two responses")
     judge: Judge
     export: Export
+    compare: Compare | None = Field(None, description="win rates of this recipe's answers against baselines")
 
     _path: Path = PrivateAttr(default=Path("recipe.yaml"))
 
@@ -319,6 +336,17 @@ def _reference_problems(recipe: Recipe) -> list[str]:
         problems.append("source.path: a benchmark is read from its vendored copy, or from `dataset` on the Hub; drop `path`")
     elif s.benchmark is None and (s.path is None) == (s.dataset is None):
         problems.append("source: give exactly one of `path` (local file), `dataset` (Hub id) or `benchmark`")
+    c = recipe.compare
+    for i, b in enumerate(c.baselines if c else []):
+        if b.model is None:
+            problems.append(f"compare.baselines[{i}].model: name the baseline (`model`), one name for the whole column")
+        elif c.names().count(b.model) > 1:
+            problems.append(f"compare.baselines[{i}].model: baseline '{b.model}' is named twice")
+    if c and (j.panel.debate or j.panel.strategy == "independent"):
+        problems.append("compare: answers are compared two at a time in one conversation; "
+                        "use judge.panel.strategy combined or direct, without a debate")
+    if c and s.labelled:
+        problems.append("compare: a benchmark recipe measures judges; compare workflows in a recipe of their own")
     if s.labelled and s.id_column is None:
         problems.append("source.id_column: a labelled source keeps one item per row and needs the rows' ids")
     if s.labelled and (g.workflow != "import" or len(g.answers) != 2):
@@ -336,7 +364,7 @@ def _generation_problems(recipe: Recipe) -> list[str]:
             problems.append("generation.generator: the import workflow generates nothing; drop generator and reviewers")
         if not g.answers:
             problems.append("generation.answers: name the source columns that hold the answers to import")
-        elif len(g.answers) < recipe.judge.min_scored:
+        elif len(g.answers) < recipe.judge.min_scored and recipe.compare is None:
             problems.append(
                 f"generation.answers: {len(g.answers)} answer(s) per prompt can never make a verdict "
                 f"(judge.min_scored is {recipe.judge.min_scored})"
@@ -356,7 +384,7 @@ def _generation_problems(recipe: Recipe) -> list[str]:
             f"generation.iterations: {g.iterations} samples at temperature 0 would be identical; "
             f"set models.{g.generator}.temperature above 0 or iterations to 1"
         )
-    if g.iterations < recipe.judge.min_scored:
+    if g.iterations < recipe.judge.min_scored and recipe.compare is None:
         problems.append(
             f"generation.iterations: {g.iterations} candidate(s) per prompt can never make a verdict "
             f"(judge.min_scored is {recipe.judge.min_scored})"

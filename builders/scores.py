@@ -21,7 +21,9 @@ from pathlib import Path
 import polars as pl
 
 from builders.errors import BuildError, ProviderError
-from builders.judging import debate_messages, messages, output_format, parse_judgment, reask_message, role_name, score_format
+from builders.judging import (
+    Judgment, debate_messages, messages, output_format, parse_judgment, reask_message, role_name, score_format,
+)
 from builders.prompts import render
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
@@ -73,14 +75,60 @@ def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]], deba
             groups = [(c,) for c in candidates]
         elif panel.strategy == "direct":
             groups = list(combinations(candidates, 2))
-        else:
-            groups = [tuple(candidates)] if candidates else []
+        else:  # one candidate alone has nothing to be compared with (a single-answer contender in `compare`)
+            groups = [tuple(candidates)] if len(candidates) > 1 else []
         for judge in panel.models:
             for group in groups:
                 calls.append(Call(judge, judge, item, group, 0))
                 if panel.swap and len(group) > 1:
                     calls.append(Call(judge, judge, item, tuple(reversed(group)), 1))
     return calls
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A judge's final answer to one call: the parsed judgment (None after an api_error), its outcome,
+    why it failed, the raw last answer, how many answers it took, and the call's usage columns."""
+
+    judgment: Judgment | None
+    outcome: str
+    error: str | None
+    raw: str
+    attempts: int
+    usage: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.judgment is not None and self.judgment.ok
+
+
+async def ask(engine: Engine, recipe: Recipe, model: str, conversation: list[dict], n: int) -> Answer:
+    """One judge call over `n` responses; an unreadable verdict is asked for once more in the format
+    (as the paper does). Provider failures after retries become `api_error`, never a score."""
+    panel = recipe.judge.panel
+    forced = output_format(recipe, n)
+    responses = []
+    try:
+        responses.append(await engine.chat(model, conversation, output=forced))
+        judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
+        if not judgment.ok:
+            followup = conversation + [
+                {"role": "assistant", "content": responses[-1].text},
+                reask_message(panel.strategy, n, panel.scale),
+            ]
+            responses.append(await engine.chat(model, followup, output=forced))
+            judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
+        outcome, error = judgment.outcome, judgment.error
+    except ProviderError as e:  # retries exhausted or not retryable: recorded, never a score
+        judgment, outcome, error = None, "api_error", str(e)
+    usage = {
+        "tokens_in": sum(r.tokens_in for r in responses),
+        "tokens_out": sum(r.tokens_out for r in responses),
+        "cost_usd": sum(r.cost_usd for r in responses),
+        "latency_s": sum(r.latency_s for r in responses),
+        "cached": bool(responses) and all(r.cached for r in responses),
+    }
+    return Answer(judgment, outcome, error, responses[-1].text if responses else "", len(responses), usage)
 
 
 async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
@@ -93,30 +141,9 @@ async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
         final = render(recipe, "judge.panel.debate.final_prompt", role_name=role_name(call.judge),
                        score_format=score_format(n, panel.scale))
         conversation = debate_messages(recipe, call.item["prompt"], responses_shown, list(call.turns), final)
-    forced = output_format(recipe, n)
-    responses = []
-    try:
-        responses.append(await engine.chat(call.model, conversation, output=forced))
-        judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
-        if not judgment.ok:
-            followup = conversation + [
-                {"role": "assistant", "content": responses[-1].text},
-                reask_message(panel.strategy, n, panel.scale),
-            ]
-            responses.append(await engine.chat(call.model, followup, output=forced))
-            judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
-        outcome, error = judgment.outcome, judgment.error
-    except ProviderError as e:  # retries exhausted or not retryable: recorded, never a score
-        judgment, outcome, error = None, "api_error", str(e)
+    answer = await ask(engine, recipe, call.model, conversation, n)
+    judgment, ok = answer.judgment, answer.ok
     spec = recipe.models[call.model]
-    usage = {
-        "tokens_in": sum(r.tokens_in for r in responses),
-        "tokens_out": sum(r.tokens_out for r in responses),
-        "cost_usd": sum(r.cost_usd for r in responses),
-        "latency_s": sum(r.latency_s for r in responses),
-        "cached": bool(responses) and all(r.cached for r in responses),
-    }
-    ok = judgment is not None and judgment.ok
     return [
         {
             "score_id": content_id(call.call_id, c["candidate_id"]),
@@ -132,11 +159,11 @@ async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
             "position": position,
             "score": judgment.scores[position] if ok else None,
             "pick": judgment.pick if ok else None,
-            "outcome": outcome,
-            "raw": responses[-1].text if responses else "",
-            "parse_error": error,
-            "attempts": len(responses),
-            **usage,
+            "outcome": answer.outcome,
+            "raw": answer.raw,
+            "parse_error": answer.error,
+            "attempts": answer.attempts,
+            **answer.usage,
         }
         for position, c in enumerate(call.shown)
     ]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from builders import candidates, debates, dpo, items, kto, labels, scores, verdicts
+from builders import baselines, candidates, debates, dpo, items, kto, labels, matches, scores, verdicts, win_rates
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.recipe import Recipe
@@ -26,8 +26,11 @@ STAGES: dict[str, ModuleType] = {
     "verdicts": verdicts,
     "dpo": dpo,
     "kto": kto,
+    "baselines": baselines,
+    "matches": matches,
+    "win_rates": win_rates,
 }
-LLM_STAGES = ("candidates", "debates", "scores")
+LLM_STAGES = ("candidates", "debates", "scores", "matches")
 BUILT_TABLES = tuple(t for module in STAGES.values() for t in module.WRITES)  # what `fellowship build` writes for any recipe
 
 

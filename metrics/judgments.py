@@ -56,9 +56,30 @@ def flips(by_order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return both & (first != second), both
 
 
+def labels_by_order(rows: pl.DataFrame, judges: list[str], index: dict[str, int]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From rows (judge, key, presentation, diff = first answer's score - second's, both orders of a
+    pair sharing the key) to (by_order labels, per-order diff, margin, final labels), each with one
+    row per judge and one column per key of `index`."""
+    n = len(index)
+    by_order = np.full((len(judges), ORDERS, n), MISSING, dtype=np.int8)
+    diff = np.full((len(judges), ORDERS, n), np.nan)
+    if rows.height:
+        j = np.array([judges.index(x) for x in rows["judge"]], dtype=np.int64)
+        i = np.array([index[x] for x in rows["key"]], dtype=np.int64)
+        p = np.clip(rows["presentation"].to_numpy(), 0, ORDERS - 1)
+        d = rows["diff"].to_numpy().astype(float)
+        diff[j, p, i] = d
+        by_order[j, p, i] = np.where(d > 0, A, np.where(d < 0, B, TIE))
+    flipped, _ = flips(by_order)
+    seen = (~np.isnan(diff)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_diff = np.where(seen > 0, np.nansum(diff, axis=1) / np.maximum(seen, 1), np.nan)
+    return by_order, diff, np.where(flipped, 0.0, mean_diff), combine_orders(by_order)
+
+
 def judgments(labels: pl.DataFrame, candidates: pl.DataFrame, scores: pl.DataFrame, judges: list[str]) -> Judgments:
     """Every judge's labels over the labelled items (rows of `labels`, in order)."""
-    n = labels.height
     item_index = {item: i for i, item in enumerate(labels["item_id"])}
     side = pl.concat([
         labels.select("item_id", pl.col("candidate_a").alias("candidate_id"), pl.lit(0).alias("side")),
@@ -72,22 +93,11 @@ def judgments(labels: pl.DataFrame, candidates: pl.DataFrame, scores: pl.DataFra
         .agg((pl.col("score") / pl.col("scale")).mean().alias("score"))
         .pivot(on="side", index=["judge", "item_id", "presentation"], values="score")
     )
-    by_order = np.full((len(judges), ORDERS, n), MISSING, dtype=np.int8)
-    diff = np.full((len(judges), ORDERS, n), np.nan)
     if ok.height and {"0", "1"} <= set(ok.columns):
-        ok = ok.drop_nulls(["0", "1"])
-        j = np.array([judges.index(x) for x in ok["judge"]], dtype=np.int64)
-        i = np.array([item_index[x] for x in ok["item_id"]], dtype=np.int64)
-        p = ok["presentation"].to_numpy()
-        d = (ok["0"] - ok["1"]).to_numpy()
-        diff[j, p, i] = d
-        by_order[j, p, i] = np.where(d > 0, A, np.where(d < 0, B, TIE))
-    final = combine_orders(by_order)
-    flipped, _ = flips(by_order)
-    seen = (~np.isnan(diff)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_diff = np.where(seen > 0, np.nansum(diff, axis=1) / np.maximum(seen, 1), np.nan)
-    margin = np.where(flipped, 0.0, mean_diff)
+        ok = ok.drop_nulls(["0", "1"]).with_columns((pl.col("0") - pl.col("1")).alias("diff"))
+    else:
+        ok = pl.DataFrame(schema={"judge": pl.String, "item_id": pl.String, "presentation": pl.Int64, "diff": pl.Float64})
+    by_order, diff, margin, final = labels_by_order(ok.rename({"item_id": "key"}), judges, item_index)
     lengths = dict(zip(candidates["candidate_id"], candidates["response"].str.len_chars()))
     return Judgments(
         items=list(labels["item_id"]),

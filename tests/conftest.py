@@ -87,7 +87,8 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) 
     return result
 
 
-def dvc_repo(project: Path, tmp_path: Path, recipes: list[str], benchmarks: list[str] = ()) -> dict:
+def dvc_repo(project: Path, tmp_path: Path, recipes: list[str], benchmarks: list[str] = (),
+             comparisons: list[str] = ()) -> dict:
     """Make `project` a git + DVC repository with this checkout's pipeline (code, dvc.yaml, plot
     templates, DVC remote config) over `recipes`; returns the environment to run it in."""
     for name in ("dvc.yaml", ".dvcignore"):
@@ -97,7 +98,8 @@ def dvc_repo(project: Path, tmp_path: Path, recipes: list[str], benchmarks: list
     (project / "data" / "_gates").mkdir(parents=True, exist_ok=True)
     (project / "data" / "_gates" / "README.md").write_text("gates\n")
     listed = lambda names: "".join(f"  - {n}\n" for n in names) or "  []\n"
-    (project / "params.yaml").write_text(f"recipes:\n{listed(recipes)}benchmarks:\n{listed(benchmarks)}".replace(":\n  []", ": []"))
+    params = f"recipes:\n{listed(recipes)}benchmarks:\n{listed(benchmarks)}comparisons:\n{listed(comparisons)}"
+    (project / "params.yaml").write_text(params.replace(":\n  []", ": []"))
     env = {**os.environ, "FELLOWSHIP_DATA_DIR": "data", "FELLOWSHIP_CACHE_DIR": str(tmp_path / "cache")}
     run(["git", "init", "-q"], project, env)
     run(["dvc", "init", "-q"], project, env)

@@ -12,6 +12,20 @@ from builders.stages import STAGES
 from builders.tables import TABLES
 from conftest import ROOT, dvc_repo, run, tiny_recipe, write_recipe
 
+DUEL = """\
+name: duel
+source: {path: sources/capybara-demo.jsonl, prompt_column: prompt, sample: 3}
+models:
+  judge: {provider: fake, model: auto}
+generation: {workflow: import, answers: [{column: responses.gemma-2-9b-it, model: gemma}]}
+judge:
+  panel: {models: [judge]}
+export: {}
+compare:
+  baselines: [{column: responses.gpt-4o, model: gpt-4o}]
+  resamples: 200
+"""
+
 BENCH = """\
 name: bench
 source: {benchmark: pandalm-eval, sample: 4}
@@ -26,9 +40,12 @@ export: {}
 
 def test_dvc_yaml_matches_each_builders_reads_and_writes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == [*STAGES, "meta-eval"]
+    assert set(stages) == {*STAGES, "meta-eval"}
     builders = {**STAGES, "meta-eval": meta_eval}
     for name, module in builders.items():
+        lists = {"meta-eval": "${benchmarks}", "baselines": "${comparisons}", "matches": "${comparisons}",
+                 "win_rates": "${comparisons}"}
+        assert stages[name]["foreach"] == lists.get(name, "${recipes}")
         do = stages[name]["do"]
         command = "fellowship meta-eval ${item}" if name == "meta-eval" else f"fellowship build ${{item}} --stage {name}"
         assert do["cmd"] == command
@@ -54,17 +71,20 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
     repo = project
     recipe = tiny_recipe(project)
     write_recipe(project, "bench", BENCH)
-    env = dvc_repo(repo, tmp_path, ["tiny", "bench"], ["bench"])
+    write_recipe(project, "duel", DUEL)
+    env = dvc_repo(repo, tmp_path, ["tiny", "bench", "duel"], ["bench"], ["duel"])
 
     first = _run(["dvc", "repro"], repo, env)
     ran = re.findall(r"Running stage '(\w+)@tiny'", first)
-    assert ran == list(STAGES)
+    assert ran == [s for s in STAGES if s not in ("baselines", "matches", "win_rates")]
     assert (repo / "data" / "tiny" / "dpo.parquet").exists()
+    assert re.findall(r"Running stage '(\w+)@duel'", first)[-3:] == ["baselines", "matches", "win_rates"]
     # the benchmark recipe is measured before any export, which may be gated on it
     order = re.findall(r"Running stage '([\w-]+)@(\w+)'", first)
     assert order.index(("meta-eval", "bench")) < order.index(("dpo", "tiny"))
     shown = _run(["dvc", "metrics", "show", "--json"], repo, env)
     assert '"kappa"' in shown and "data/bench/metrics.json" in shown
+    assert "data/duel/metrics.json" in shown and '"win_rate"' in shown
     plots = _run(["dvc", "plots", "show", "--json"], repo, env)
     assert "data/bench/plots/kappa.json" in plots and "kappa_low" in plots
 
