@@ -9,7 +9,6 @@ How a tie counts is the caller's choice: `half` a win, `exclude` (left out), or 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from metrics.agreement import A, B, MISSING, TIE
 from metrics.bootstrap import percentile_interval, ratio_interval
@@ -63,6 +62,8 @@ def _fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> float:
         return float("nan")
     if len(set(y[keep].tolist())) == 1:  # one outcome only: nothing for length to explain
         return float(y[keep][0])
+    from sklearn.linear_model import LogisticRegression  # here: scikit-learn takes a second to import
+
     model = LogisticRegression().fit(x[keep, None], y[keep], sample_weight=weight[keep])
     return float(1 / (1 + np.exp(-model.intercept_[0])))
 

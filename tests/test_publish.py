@@ -3,6 +3,7 @@ as the real one expects, stale or gated outputs are refused, and no token reache
 
 from __future__ import annotations
 
+import shutil
 from unittest.mock import create_autospec
 
 import datasets
@@ -15,21 +16,33 @@ from builders import publish
 from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.recipe import load_recipe
 from builders.tables import TABLES, read_table
-from conftest import dvc_repo, run, tiny_recipe
+from conftest import ROOT, dvc_repo, run, tiny_recipe
 
 TOKEN = "hf_sentinelTOKEN0123456789abcdef"
 
 
-@pytest.fixture
-def built(project, tmp_path, monkeypatch):
-    """A DVC project whose `tiny` recipe (with a hub_repo) is built and current."""
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory):
+    """A DVC project whose `tiny` recipe (with a hub_repo) is built and current (built once)."""
+    root = tmp_path_factory.mktemp("publish")
+    project = root / "project"
+    shutil.copytree(ROOT / "recipes", project / "recipes")
     recipe = tiny_recipe(project)
     recipe.write_text(recipe.read_text().replace("export:\n", "export:\n  hub_repo: someone/tiny-prefs\n"))
-    env = dvc_repo(project, tmp_path, ["tiny"])
-    env["HF_HOME"] = str(tmp_path / "hf-home")  # no cached login from this machine
+    env = dvc_repo(project, root, ["tiny"])
+    env["HF_HOME"] = str(root / "hf-home")  # no cached login from this machine
     env.pop("HF_TOKEN", None)
     run(["dvc", "repro"], project, env)
     return project, env
+
+
+@pytest.fixture
+def built(built_once, tmp_path):
+    """A fresh copy of that project, free to edit."""
+    project, env = built_once
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy, symlinks=True)
+    return copy, env
 
 
 def _publish(project, env, *args, check=True):
