@@ -15,7 +15,7 @@ from pathlib import Path
 
 from builders.card import card
 from builders.errors import BuildError
-from builders.export_checks import dpo_problems, kto_problems
+from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.gate import gate_problem
 from builders.recipe import Recipe
 from builders.tables import DPO, KTO, read_table
@@ -69,6 +69,14 @@ def prepare(recipe: Recipe, data_dir: Path, repo_id: str, out: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+def summary(data_dir: Path) -> str:
+    """One line on what is about to leave: pair and example counts, and the KTO balance."""
+    dpo, kto = read_table(DPO, data_dir), read_table(KTO, data_dir)
+    b = kto_balance(kto)
+    weight = f"; KTOTrainer undesirable_weight={b['undesirable_weight']} balances them" if b["undesirable_weight"] else ""
+    return f"dpo: {dpo.height} pairs; kto: {b['desirable']} desirable, {b['undesirable']} undesirable{weight}"
 
 
 def hub_token() -> str:

@@ -57,6 +57,8 @@ def test_the_folder_to_upload_loads_back_into_identical_rows(built):
     project, env = built
     result = _publish(project, env, "--dry-run")
     assert "would upload" in result.stdout and "someone/tiny-prefs (private)" in result.stdout
+    kto = read_table(TABLES["kto"], project / "data" / "tiny")
+    assert f"kto: {int(kto['label'].sum())} desirable, {int((~kto['label']).sum())} undesirable" in result.stdout
     folder = project / "data" / "tiny" / "hub"
     for name, key in (("dpo", "pair_id"), ("kto", "example_id")):
         loaded = datasets.load_dataset(str(folder), name, split="train").to_polars()

@@ -38,6 +38,7 @@ def publish(recipe: str, repo_id: str | None, public: bool, revision: str | None
     data = (Path(data_dir) if data_dir else default_data_root()) / r.name
     pub.check(r, data, Path.cwd())
     folder = pub.prepare(r, data, repo_id, data / "hub")
+    click.echo(pub.summary(data))
     if dry_run:
         click.echo(f"{r.name}: checked; would upload {folder} to {repo_id} ({'public' if public else 'private'})")
         return
