@@ -17,6 +17,7 @@ from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.recipe import load_recipe
 from builders.tables import TABLES, read_table
 from conftest import ROOT, dvc_repo, run, tiny_recipe
+from hub_server import FakeHub
 
 TOKEN = "hf_sentinelTOKEN0123456789abcdef"
 
@@ -100,6 +101,31 @@ def test_upload_creates_a_private_repo_and_branch_then_uploads_the_folder(built)
                                               folder_path=str(folder), revision="v1", commit_message="first cut")
 
 
+@pytest.fixture
+def hub():
+    server = FakeHub()
+    yield server
+    server.close()
+
+
+def test_publish_uploads_both_configs_to_a_hub_stand_in(built, hub, tmp_path):
+    """The real client, over HTTP, against a stand-in for the Hub API: what lands there loads back."""
+    project, env = built
+    env = {**env, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}
+    result = _publish(project, env, "--revision", "v1", "--message", "First cut")
+    assert "published to someone/tiny-prefs (private)" in result.stdout
+    assert hub.repos["someone/tiny-prefs"]["private"] is True
+    (commit,) = hub.commits
+    assert commit["revision"] == "v1" and commit["summary"] == "First cut"
+    assert set(commit["files"]) == {"README.md", "dpo/train-00000-of-00001.parquet", "kto/train-00000-of-00001.parquet"}
+    assert set(hub.authorizations) == {f"Bearer {TOKEN}"}  # the token travels in the header only
+    clone = hub.checkout("someone/tiny-prefs", "v1", tmp_path / "clone")
+    for name, key in (("dpo", "pair_id"), ("kto", "example_id")):
+        loaded = datasets.load_dataset(str(clone), name, split="train").to_polars()
+        assert _rows(loaded, key) == _rows(read_table(TABLES[name], project / "data" / "tiny"), key)
+    assert TOKEN not in result.stdout + result.stderr
+
+
 def test_publishing_without_a_token_names_the_fix(built):
     project, env = built
     result = _publish(project, env, check=False)
@@ -137,13 +163,11 @@ def test_a_judge_failing_its_gate_is_refused(built):
     assert "export.gate: no judge has been measured on benchmark recipe 'bench'" in result.stderr
 
 
-def test_no_token_reaches_any_written_file(built):
+def test_no_token_reaches_any_written_file(built, hub):
     project, env = built
-    env = {**env, "HF_TOKEN": TOKEN}
-    _publish(project, env, "--dry-run")
-    api = create_autospec(HfApi, instance=True)
-    publish.upload(project / "data" / "tiny" / "hub", "someone/tiny-prefs", private=True, revision=None,
-                   message="m", api=api)
+    env = {**env, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url}
+    _publish(project, env)
+    assert hub.commits and not [f for c in hub.commits for f, data in c["files"].items() if TOKEN.encode() in data]
     written = [p for p in project.rglob("*") if p.is_file() and ".git" not in p.parts]
     assert written and not [p for p in written if TOKEN.encode() in p.read_bytes()]
 
