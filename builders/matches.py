@@ -1,9 +1,8 @@
-"""Builder: this recipe's picks vs the baselines -> `matches` (LLM calls; empty without `compare`).
+"""Builder: every workflow's picks against every baseline's -> `matches` (LLM calls; empty without `compare`).
 
-The pick is the paper's: the judge's choice among a prompt's candidates (the `verdicts` stage; a
-prompt with one candidate picks it). Every panel judge compares the pick with each baseline's answer
-in one conversation, and again with the order swapped when `judge.panel.swap` is on. Failed calls are
-rows with null scores and their outcome, within `judge.panel.max_parse_failure_rate`.
+For each prompt where both put an answer forward, every panel judge compares the workflow's pick with
+the baseline's in one conversation, and again with the order swapped when `judge.panel.swap` is on.
+Failed calls are rows with null scores and their outcome, within `judge.panel.max_parse_failure_rate`.
 """
 
 from __future__ import annotations
@@ -17,37 +16,31 @@ from builders.judging import messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.scores import ask
-from builders.tables import BASELINES, CANDIDATES, ITEMS, MATCHES, VERDICTS, content_id, frame, read_table, write_table
+from builders.tables import ITEMS, MATCHES, PICKS, content_id, frame, read_table, write_table
 
-READS = ("items", "candidates", "verdicts", "baselines")
+READS = ("items", "picks")
 WRITES = ("matches",)
 
 
-def picks(candidates: pl.DataFrame, verdicts: pl.DataFrame) -> dict[str, str]:
-    """item -> the candidate this recipe puts forward: the verdict's choice, or the only candidate."""
-    chosen = dict(verdicts.filter(pl.col("status") == "ok").select("item_id", "chosen_id").iter_rows())
-    counts = candidates.group_by("item_id").agg(pl.col("candidate_id").first(), pl.len().alias("n"))
-    single = {i: c for i, c, n in counts.iter_rows() if n == 1}
-    return {**single, **chosen}
-
-
-async def _match(engine: Engine, recipe: Recipe, judge: str, prompt: str, pick: dict, base: dict, order: int) -> dict:
-    shown = [pick["response"], base["response"]][:: 1 if order == 0 else -1]
+async def _match(engine: Engine, recipe: Recipe, judge: str, prompt: str, mine: dict, base: dict, order: int) -> dict:
+    shown = [mine["response"], base["response"]][:: 1 if order == 0 else -1]
     answer = await ask(engine, recipe, judge, messages(recipe, prompt, shown), 2)
     scores = answer.judgment.scores if answer.ok else [None, None]
-    mine, theirs = (scores[0], scores[1]) if order == 0 else (scores[1], scores[0])
-    pair_id = content_id(pick["item_id"], pick["candidate_id"], base["baseline"])
+    ours, theirs = (scores[0], scores[1]) if order == 0 else (scores[1], scores[0])
+    pair_id = content_id(mine["item_id"], mine["entry"], base["entry"])
     spec = recipe.models[judge]
     return {
         "match_call_id": content_id(judge, pair_id, order),
         "pair_id": pair_id,
-        "item_id": pick["item_id"],
-        "candidate_id": pick["candidate_id"],
-        "baseline": base["baseline"],
+        "item_id": mine["item_id"],
+        "workflow": mine["entry"],
+        "baseline": base["entry"],
+        "candidate_id": mine["candidate_id"],
+        "baseline_candidate_id": base["candidate_id"],
         "judge": judge,
         "judge_model": f"{spec.provider}/{spec.model}",
         "presentation": order,
-        "candidate_score": mine,
+        "candidate_score": ours,
         "baseline_score": theirs,
         "outcome": answer.outcome,
         "raw": answer.raw,
@@ -61,14 +54,16 @@ def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     rows = []
     if recipe.compare:
         prompts = dict(read_table(ITEMS, data_dir).select("item_id", "prompt").iter_rows())
-        candidates = read_table(CANDIDATES, data_dir)
-        chosen = picks(candidates, read_table(VERDICTS, data_dir))
-        by_id = {c["candidate_id"]: c for c in candidates.to_dicts()}
+        picks = read_table(PICKS, data_dir)
+        by = {(p["entry"], p["item_id"]): p for p in picks.to_dicts()}
         panel = recipe.judge.panel
         orders = (0, 1) if panel.swap else (0,)
         jobs = [
-            _match(engine, recipe, judge, prompts[base["item_id"]], by_id[chosen[base["item_id"]]], base, order)
-            for base in read_table(BASELINES, data_dir).to_dicts() if base["item_id"] in chosen
+            _match(engine, recipe, judge, prompts[item], by[(w, item)], by[(b, item)], order)
+            for w in recipe.compare.workflows
+            for b in recipe.compare.baselines
+            for item in sorted(prompts)
+            if (w, item) in by and (b, item) in by
             for judge in panel.models
             for order in orders
         ]

@@ -38,14 +38,9 @@ DEBATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
 
 def templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
     """Every template the recipe uses: recipe field -> (file, placeholders its builder supplies)."""
-    out = {}
-    g = recipe.generation
-    for key, allowed in GENERATION_PLACEHOLDERS.items():
-        value = getattr(g, key)
-        if g.workflow == "import":
-            break
-        if value is not None and (key not in FEEDBACK_ONLY or g.workflow == "feedback"):
-            out[f"generation.{key}"] = (recipe.resolve(value), allowed)
+    out = _generation_templates(recipe, recipe.generation, "generation")
+    for name, (kind, entry) in (recipe.compare.entries().items() if recipe.compare else []):
+        out |= _generation_templates(recipe, entry, f"compare.{kind}.{name}")
     panel = recipe.judge.panel
     for role, allowed in zip(("system", "user"), JUDGE_PLACEHOLDERS[panel.strategy]):
         out[f"judge.panel.{role}_prompt"] = (recipe.resolve(panel.template(role)), allowed)
@@ -55,6 +50,17 @@ def templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
             out[f"{where}.{key}"] = (recipe.resolve(getattr(d, key)), allowed)
         for role in d.roles():
             out[f"{where}.role_prompts.{role}"] = (recipe.resolve(d.role_prompts) / f"{role}.txt", frozenset())
+    return out
+
+
+def _generation_templates(recipe: Recipe, g, where: str) -> dict[str, tuple[Path, frozenset[str]]]:
+    out = {}
+    if g.workflow == "import":
+        return out
+    for key, allowed in GENERATION_PLACEHOLDERS.items():
+        value = getattr(g, key)
+        if value is not None and (key not in FEEDBACK_ONLY or g.workflow == "feedback"):
+            out[f"{where}.{key}"] = (recipe.resolve(value), allowed)
     return out
 
 

@@ -221,19 +221,25 @@ class Export(Strict):
 
 
 class Compare(Strict):
-    """The paper's generation study: this recipe's answers (the judge's pick of each prompt's candidates)
-    against baseline answers to the same prompts, judged pairwise by the panel."""
+    """The paper's generation study in one recipe: several generation workflows over the recipe's
+    prompts, each workflow's answer per prompt picked by the judge among its candidates, and every
+    workflow's picks judged pairwise (both orders) against every baseline's."""
 
-    baselines: list[ImportedAnswer] = Field(
-        min_length=1, description="source columns holding baseline answers; each `model` names a baseline"
+    workflows: dict[str, Generation] = Field(
+        min_length=1, description="name -> a generation workflow (single, feedback or import) whose picks compete"
+    )
+    baselines: dict[str, Generation] = Field(
+        min_length=1, description="name -> the workflow each competitor is measured against (often `import` of existing answers)"
     )
     ties: Literal["half", "exclude", "loss"] = Field(
         "half", description="a tie counts as half a win, is left out, or counts as a loss"
     )
     resamples: int = Field(1000, ge=100, description="bootstrap resamples for the 95% intervals")
 
-    def names(self) -> list[str]:
-        return [b.model for b in self.baselines]
+    def entries(self) -> dict[str, tuple[str, Generation]]:
+        """name -> (`workflows` or `baselines`, its workflow), competitors first."""
+        return {**{n: ("workflows", g) for n, g in self.workflows.items()},
+                **{n: ("baselines", g) for n, g in self.baselines.items()}}
 
 
 class Recipe(Strict):
@@ -337,11 +343,15 @@ def _reference_problems(recipe: Recipe) -> list[str]:
     elif s.benchmark is None and (s.path is None) == (s.dataset is None):
         problems.append("source: give exactly one of `path` (local file), `dataset` (Hub id) or `benchmark`")
     c = recipe.compare
-    for i, b in enumerate(c.baselines if c else []):
-        if b.model is None:
-            problems.append(f"compare.baselines[{i}].model: name the baseline (`model`), one name for the whole column")
-        elif c.names().count(b.model) > 1:
-            problems.append(f"compare.baselines[{i}].model: baseline '{b.model}' is named twice")
+    for name in set(c.workflows) & set(c.baselines) if c else ():
+        problems.append(f"compare.baselines.{name}: '{name}' is also a workflow; give each entry its own name")
+    for name, (kind, entry) in (c.entries().items() if c else []):
+        for field in ("generator", *(f"reviewers[{i}]" for i in range(len(entry.reviewers)))):
+            model = entry.generator if field == "generator" else entry.reviewers[int(field[10:-1])]
+            if model is not None and model not in recipe.models:
+                problems.append(f"compare.{kind}.{name}.{field}: unknown model '{model}' (known: {known})")
+        sub = recipe.model_copy(update={"generation": entry})
+        problems += [f"compare.{kind}.{name}.{p.removeprefix('generation.')}" for p in _generation_problems(sub)]
     if c and (j.panel.debate or j.panel.strategy == "independent"):
         problems.append("compare: answers are compared two at a time in one conversation; "
                         "use judge.panel.strategy combined or direct, without a debate")

@@ -113,8 +113,10 @@ def _checked_source(recipe: Recipe) -> pl.DataFrame:
     for i, answer in enumerate(recipe.generation.answers):
         wanted[f"generation.answers[{i}].column"] = answer.column
         wanted[f"generation.answers[{i}].model_column"] = answer.model_column
-    for i, answer in enumerate(recipe.compare.baselines if recipe.compare else []):
-        wanted[f"compare.baselines[{i}].column"] = answer.column
+    for name, (kind, entry) in (recipe.compare.entries().items() if recipe.compare else []):
+        for i, answer in enumerate(entry.answers):
+            wanted[f"compare.{kind}.{name}.answers[{i}].column"] = answer.column
+            wanted[f"compare.{kind}.{name}.answers[{i}].model_column"] = answer.model_column
     for key, col in wanted.items():
         if col is not None and column(df, col) is None:
             raise RecipeError(f"{key}: column '{col}' not in {where} (columns: {', '.join(df.columns)})")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from builders import baselines, candidates, debates, dpo, items, kto, labels, matches, scores, verdicts, win_rates
+from builders import candidates, debates, dpo, items, kto, labels, matches, picks, scores, verdicts, win_rates
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.recipe import Recipe
@@ -26,11 +26,11 @@ STAGES: dict[str, ModuleType] = {
     "verdicts": verdicts,
     "dpo": dpo,
     "kto": kto,
-    "baselines": baselines,
+    "picks": picks,
     "matches": matches,
     "win_rates": win_rates,
 }
-LLM_STAGES = ("candidates", "debates", "scores", "matches")
+LLM_STAGES = ("candidates", "debates", "scores", "picks", "matches")
 BUILT_TABLES = tuple(t for module in STAGES.values() for t in module.WRITES)  # what `fellowship build` writes for any recipe
 
 

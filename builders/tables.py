@@ -267,32 +267,40 @@ MODEL_AGREEMENT = Table(
     ),
 )
 
-BASELINES = Table(
-    "baselines",
-    "one row per prompt and baseline answer a comparison recipe imports (empty without `compare`)",
-    ("baseline_id",),
+PICKS = Table(
+    "picks",
+    "one row per comparison entry (workflow or baseline) and prompt: the answer it puts forward (empty without `compare`)",
+    ("pick_id",),
     (
-        Column("baseline_id", pl.String, "hash of item and baseline"),
+        Column("pick_id", pl.String, "hash of entry and prompt"),
+        Column("entry", pl.String, "the workflow's or baseline's name in `compare`"),
+        Column("role", pl.String, "`workflow` (competes) or `baseline` (measured against)"),
         Column("item_id", pl.String, "the prompt"),
-        Column("baseline", pl.String, "the baseline's name (`compare.baselines[].model`)"),
-        Column("response", pl.String, "the baseline's answer"),
+        Column("candidate_id", pl.String, "the picked candidate (its rows are under data/<recipe>/compare/<entry>/)"),
+        Column("response", pl.String, "the picked answer"),
+        Column("generator", pl.String, "who wrote it"),
+        Column("iteration", pl.Int64, "its iteration in the entry's workflow"),
+        Column("n_candidates", pl.Int64, "candidates the entry wrote for the prompt"),
+        Column("how", pl.String, "`judge`: the judge's verdict chose it; `only`: the entry's single candidate"),
     ),
 )
 
 MATCHES = Table(
     "matches",
-    "one row per judge call comparing this recipe's pick for a prompt with a baseline's answer, in one order",
+    "one row per judge call comparing a workflow's pick for a prompt with a baseline's, in one order",
     ("match_call_id",),
     (
         Column("match_call_id", pl.String, "hash of judge, pair and presentation"),
-        Column("pair_id", pl.String, "hash of the prompt, the picked candidate and the baseline"),
+        Column("pair_id", pl.String, "hash of the prompt, the workflow and the baseline"),
         Column("item_id", pl.String, "the prompt"),
-        Column("candidate_id", pl.String, "this recipe's answer: the judge's pick among the prompt's candidates"),
-        Column("baseline", pl.String, "the baseline it is compared with"),
+        Column("workflow", pl.String, "the competing workflow"),
+        Column("baseline", pl.String, "the baseline it is measured against"),
+        Column("candidate_id", pl.String, "the workflow's picked answer"),
+        Column("baseline_candidate_id", pl.String, "the baseline's picked answer"),
         Column("judge", pl.String, "recipe name of the judge model"),
         Column("judge_model", pl.String, "provider/model id of the judge"),
-        Column("presentation", pl.Int64, "0: this recipe's answer shown first (Assistant A); 1: the baseline's first"),
-        Column("candidate_score", pl.Float64, "score of this recipe's answer (null unless outcome is ok)", nullable=True),
+        Column("presentation", pl.Int64, "0: the workflow's answer shown first (Assistant A); 1: the baseline's first"),
+        Column("candidate_score", pl.Float64, "score of the workflow's answer (null unless outcome is ok)", nullable=True),
         Column("baseline_score", pl.Float64, "score of the baseline's answer (null unless outcome is ok)", nullable=True),
         Column("outcome", pl.String, "`ok`, `unparseable`, `refused` or `api_error`"),
         Column("raw", pl.String, "the judge's last answer, verbatim"),
@@ -304,28 +312,29 @@ MATCHES = Table(
 
 WIN_RATES = Table(
     "win_rates",
-    "one row per baseline: how often this recipe's picked answers beat it (empty without `compare`)",
-    ("baseline",),
+    "one row per workflow and baseline: how often the workflow's picks beat the baseline's (empty without `compare`)",
+    ("workflow", "baseline"),
     (
+        Column("workflow", pl.String, "the competing workflow"),
         Column("baseline", pl.String, "the baseline"),
         Column("ties_rule", pl.String, "how ties count: `half`, `exclude` or `loss` (compare.ties)"),
-        Column("n_prompts", pl.Int64, "prompts with both a pick and a baseline answer"),
-        Column("n_unpicked", pl.Int64, "prompts left out: the judge could not pick among this recipe's candidates"),
-        Column("wins", pl.Int64, "pairs the judges gave to this recipe's answer"),
+        Column("n_prompts", pl.Int64, "prompts where both put an answer forward"),
+        Column("n_unpicked", pl.Int64, "prompts left out: the judge could not pick one of the two entries' answers"),
+        Column("wins", pl.Int64, "pairs the judges gave to the workflow"),
         Column("losses", pl.Int64, "pairs the judges gave to the baseline"),
         Column("ties", pl.Int64, "pairs judged even (including inconsistent and unjudged pairs)"),
         Column("inconsistent", pl.Int64, "pairs whose verdict flipped when the order was swapped (counted as ties)"),
         Column("unjudged", pl.Int64, "pairs without any readable verdict (counted as ties)"),
         *_estimate("win_rate", "share of pairs won, ties counted as `ties_rule` says"),
         *_estimate("lc_win_rate", "length-controlled win rate: the win rate a logistic model predicts at equal lengths"),
-        Column("candidate_chars", pl.Float64, "mean length of this recipe's answers, in characters"),
+        Column("candidate_chars", pl.Float64, "mean length of the workflow's answers, in characters"),
         Column("baseline_chars", pl.Float64, "mean length of the baseline's answers, in characters"),
     ),
 )
 
 TABLES: dict[str, Table] = {
     t.name: t
-    for t in (ITEMS, CANDIDATES, LABELS, DEBATES, SCORES, VERDICTS, DPO, KTO, BASELINES, MATCHES, WIN_RATES,
+    for t in (ITEMS, CANDIDATES, LABELS, DEBATES, SCORES, VERDICTS, DPO, KTO, PICKS, MATCHES, WIN_RATES,
               AGREEMENT, MODEL_AGREEMENT)
 }
 

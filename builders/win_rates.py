@@ -1,4 +1,4 @@
-"""Builder: `matches` -> `win_rates` (pure): how often this recipe's picked answers beat each baseline.
+"""Builder: `matches` -> `win_rates` (pure): how often each workflow's picked answers beat each baseline's.
 
 Per pair (prompt x baseline), each voting judge's verdict must hold in both orders (a flip is a
 tie); the judges' verdicts combine by `judge.rule`. Wins, losses and ties give the win rate, ties
@@ -18,14 +18,14 @@ import polars as pl
 
 from builders.preferences import judge_description
 from builders.recipe import Recipe
-from builders.tables import BASELINES, CANDIDATES, MATCHES, VERDICTS, WIN_RATES, frame, read_table, write_table
+from builders.tables import ITEMS, MATCHES, PICKS, WIN_RATES, frame, read_table, write_table
 from metrics import bootstrap
 from metrics.agreement import A, B, MISSING, TIE
 from metrics.judgments import flips, labels_by_order
 from metrics.jury import combine
 from metrics.win_rate import length_controlled, win_rate, win_rate_interval
 
-READS = ("candidates", "verdicts", "baselines", "matches")
+READS = ("items", "picks", "matches")
 WRITES = ("win_rates",)
 
 
@@ -47,13 +47,14 @@ def pair_labels(recipe: Recipe, matches: pl.DataFrame) -> tuple[list[str], np.nd
     return pairs, combine(final, margin, recipe.judge.rule), flipped.any(axis=0)
 
 
-def _row(recipe: Recipe, baseline: str, labels: np.ndarray, flipped: np.ndarray, mine: np.ndarray,
+def _row(recipe: Recipe, workflow: str, baseline: str, labels: np.ndarray, flipped: np.ndarray, mine: np.ndarray,
          theirs: np.ndarray, n_unpicked: int) -> dict:
     ties = recipe.compare.ties
     w = bootstrap.weights(labels.size, recipe.compare.resamples, seed=0)
     low, high = win_rate_interval(labels, ties, w)
     lc, lc_low, lc_high = length_controlled(labels, (mine - theirs).astype(float), ties, w)
     return {
+        "workflow": workflow,
         "baseline": baseline,
         "ties_rule": ties,
         "n_prompts": int(labels.size),
@@ -74,20 +75,20 @@ def _row(recipe: Recipe, baseline: str, labels: np.ndarray, flipped: np.ndarray,
     }
 
 
-def rates(recipe: Recipe, candidates: pl.DataFrame, verdicts: pl.DataFrame, baselines: pl.DataFrame,
-          matches: pl.DataFrame) -> list[dict]:
-    lengths = dict(zip(candidates["candidate_id"], candidates["response"].str.len_chars()))
-    base_len = {(i, b): n for i, b, n in baselines.select("item_id", "baseline", pl.col("response").str.len_chars()).iter_rows()}
-    n_items = verdicts.height
+def rates(recipe: Recipe, items: pl.DataFrame, picks: pl.DataFrame, matches: pl.DataFrame) -> list[dict]:
+    length = {(e, i): len(r) for e, i, r in picks.select("entry", "item_id", "response").iter_rows()}
     out = []
-    for name in recipe.compare.names():
-        mine = matches.filter(pl.col("baseline") == name)
-        pairs, labels, flipped = pair_labels(recipe, mine) if mine.height else ([], np.array([], np.int8), np.array([], bool))
-        first = mine.unique("pair_id", keep="first").select("pair_id", "item_id", "candidate_id")
-        meta = {p: (i, c) for p, i, c in first.iter_rows()}
-        own = np.array([lengths[meta[p][1]] for p in pairs], dtype=np.int64)
-        other = np.array([base_len[(meta[p][0], name)] for p in pairs], dtype=np.int64)
-        out.append(_row(recipe, name, labels, flipped, own, other, n_items - len(pairs)))
+    for workflow in recipe.compare.workflows:
+        for baseline in recipe.compare.baselines:
+            mine = matches.filter(pl.col("workflow") == workflow, pl.col("baseline") == baseline)
+            if mine.height:
+                pairs, labels, flipped = pair_labels(recipe, mine)
+            else:
+                pairs, labels, flipped = [], np.array([], np.int8), np.array([], bool)
+            item_of = dict(mine.select("pair_id", "item_id").unique().iter_rows())
+            own = np.array([length[(workflow, item_of[p])] for p in pairs], dtype=np.int64)
+            other = np.array([length[(baseline, item_of[p])] for p in pairs], dtype=np.int64)
+            out.append(_row(recipe, workflow, baseline, labels, flipped, own, other, items.height - len(pairs)))
     return out
 
 
@@ -101,18 +102,19 @@ def _write_json(path: Path, data: object) -> None:
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
     rows = []
     if recipe.compare:
-        rows = rates(recipe, read_table(CANDIDATES, data_dir), read_table(VERDICTS, data_dir),
-                     read_table(BASELINES, data_dir), read_table(MATCHES, data_dir))
+        rows = rates(recipe, read_table(ITEMS, data_dir), read_table(PICKS, data_dir), read_table(MATCHES, data_dir))
     write_table(WIN_RATES, frame(WIN_RATES, rows), data_dir)
     if recipe.compare:
         keep = ("win_rate", "win_rate_low", "win_rate_high", "lc_win_rate", "lc_win_rate_low", "lc_win_rate_high",
                 "wins", "losses", "ties", "inconsistent", "n_prompts")
+        matrix: dict[str, dict] = {}
+        for r in rows:
+            matrix.setdefault(r["workflow"], {})[r["baseline"]] = {k: r[k] for k in keep}
         _write_json(data_dir / "metrics.json", {
-            "judge": judge_description(recipe),
-            "ties": recipe.compare.ties,
-            "baselines": {r["baseline"]: {k: r[k] for k in keep} for r in rows},
+            "judge": judge_description(recipe), "ties": recipe.compare.ties, "win_rates": matrix,
         })
         _write_json(data_dir / "plots" / "win_rates.json", [
-            {"baseline": r["baseline"], "win_rate": r["win_rate"], "win_rate_low": r["win_rate_low"],
-             "win_rate_high": r["win_rate_high"], "lc_win_rate": r["lc_win_rate"]} for r in rows
+            {"pair": f"{r['workflow']} vs {r['baseline']}", "workflow": r["workflow"], "baseline": r["baseline"],
+             "win_rate": r["win_rate"], "win_rate_low": r["win_rate_low"], "win_rate_high": r["win_rate_high"],
+             "lc_win_rate": r["lc_win_rate"]} for r in rows
         ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -32,7 +33,10 @@ judge:
   panel: {{models: [judge]}}
 export: {{}}
 compare:
-  baselines: [{{column: theirs, model: base}}]
+  workflows:
+    mine: {{workflow: import, answers: [{{column: mine, model: contender}}]}}
+  baselines:
+    base: {{workflow: import, answers: [{{column: theirs, model: base}}]}}
   ties: {ties}
   resamples: 400
 """
@@ -116,26 +120,47 @@ def test_a_judge_swayed_by_order_gives_inconsistent_pairs_counted_as_ties(projec
     assert excluded["win_rate"] is None
 
 
-def test_the_pick_of_a_feedback_loop_competes(project):
-    """The judge's choice among the loop's iterations is what meets the baseline."""
+LOOPS = """\
+compare:
+  workflows:
+    loop: {workflow: feedback, generator: writer, reviewers: [reviewer], iterations: 3}
+    two-reviewers: {workflow: feedback, generator: writer, reviewers: [reviewer, judge], iterations: 2}
+  baselines:
+    fresh: {workflow: single, generator: reviewer, iterations: 1}
+    base: {workflow: import, answers: [{column: theirs, model: base}]}
+  resamples: 200
+"""
+
+
+def test_several_workflows_meet_generated_and_imported_baselines(project):
+    """Each workflow's pick (the judge's choice among its iterations) meets each baseline: a matrix."""
     rows = [{"prompt_id": f"p{i}", "prompt": f"Explain idea {i}.", "theirs": f"A baseline answer {i}."} for i in range(4)]
     (project / "recipes" / "sources" / "loop.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    path = tiny_recipe(project, "loop")
+    path = tiny_recipe(project, "loops")
     text = path.read_text().replace("path: sources/capybara-demo.jsonl", "path: sources/loop.jsonl")
     text = text.replace("    models: [judge]\n", "    models: [judge]\n    swap: false\n")  # fake scores flip at random
-    path.write_text(text + "compare:\n  baselines: [{column: theirs, model: base}]\n  resamples: 200\n")
+    path.write_text(text + LOOPS)
     recipe = load_recipe(path)
     for stage in STAGES:
         run_stage(recipe, stage, progress=False)
-    data = project.parent / "data" / "loop"
+    data = project.parent / "data" / "loops"
+    picks = read_table(TABLES["picks"], data)
+    loop_verdicts = read_table(TABLES["verdicts"], data / "compare" / "loop").filter(status="ok")
+    loop_picks = picks.filter(entry="loop")
+    assert set(loop_picks["candidate_id"]) == set(loop_verdicts["chosen_id"]) and set(loop_picks["how"]) == {"judge"}
+    assert set(picks.filter(entry="fresh")["how"]) == {"only"} and picks.filter(entry="fresh").height == 4
+    assert set(picks.filter(entry="fresh")["generator"]) == {"reviewer"}
+    rates = read_table(TABLES["win_rates"], data).sort("workflow", "baseline")
+    assert rates.select("workflow", "baseline").rows() == [
+        ("loop", "base"), ("loop", "fresh"), ("two-reviewers", "base"), ("two-reviewers", "fresh")]
+    for r in rates.to_dicts():
+        assert r["n_prompts"] + r["n_unpicked"] == 4
+        assert r["wins"] + r["losses"] + r["ties"] == r["n_prompts"]
     matches = read_table(TABLES["matches"], data)
-    verdicts = read_table(TABLES["verdicts"], data).filter(status="ok")
-    assert set(matches["candidate_id"]) == set(verdicts["chosen_id"]) and verdicts.height > 0
-    assert matches.height == verdicts.height and set(matches["presentation"]) == {0}
-    (rate,) = read_table(TABLES["win_rates"], data).to_dicts()
-    assert rate["n_prompts"] == verdicts.height and rate["n_unpicked"] == 4 - verdicts.height
+    assert set(matches["candidate_id"]) <= set(picks.filter(role="workflow")["candidate_id"])
     metrics = json.loads((data / "metrics.json").read_text())
-    assert metrics["baselines"]["base"]["n_prompts"] == verdicts.height
+    assert set(metrics["win_rates"]) == {"loop", "two-reviewers"}
+    assert set(metrics["win_rates"]["loop"]) == {"base", "fresh"}
 
 
 def test_win_rate_ties_rules_by_hand():
@@ -152,16 +177,21 @@ def test_length_controlled_equals_the_raw_rate_without_length_differences():
     assert lc == pytest.approx(win_rate(labels, "half"), abs=1e-3) and low < lc < high
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("compare:\n  baselines: [{column: theirs, model_column: who}]\n",
-     "compare.baselines[0].model: name the baseline (`model`), one name for the whole column"),
-    ("compare:\n  baselines: [{column: nope, model: b}]\n", "compare.baselines[0].column: column 'nope' not in sources/loop.jsonl"),
-    ("compare:\n  baselines: [{column: theirs, model: b}, {column: theirs, model: b}]\n", "baseline 'b' is named twice"),
+@pytest.mark.parametrize("entries, message", [
+    ("  workflows: {a: {workflow: import, answers: [{column: nope, model: b}]}}\n  baselines: {b: {workflow: single, generator: writer, iterations: 1}}\n",
+     "compare.workflows.a.answers[0].column: column 'nope' not in sources/loop.jsonl"),
+    ("  workflows: {a: {workflow: single, generator: ghost, iterations: 1}}\n  baselines: {b: {workflow: single, generator: writer, iterations: 1}}\n",
+     "compare.workflows.a.generator: unknown model 'ghost'"),
+    ("  workflows: {a: {workflow: feedback, generator: writer, iterations: 2}}\n  baselines: {b: {workflow: single, generator: writer, iterations: 1}}\n",
+     "compare.workflows.a.reviewers: the feedback workflow needs at least one reviewer"),
+    ("  workflows: {a: {workflow: single, generator: writer, iterations: 1}}\n  baselines: {a: {workflow: single, generator: writer, iterations: 1}}\n",
+     "compare.baselines.a: 'a' is also a workflow"),
 ])
-def test_compare_errors(project, extra, message):
-    rows = [{"prompt_id": "p0", "prompt": "q", "theirs": "a", "who": "m"}]
+def test_compare_errors(project, entries, message):
+    rows = [{"prompt_id": "p0", "prompt": "q", "theirs": "a"}]
     (project / "recipes" / "sources" / "loop.jsonl").write_text(json.dumps(rows[0]) + "\n")
     path = tiny_recipe(project, "bad")
-    path.write_text(path.read_text().replace("path: sources/capybara-demo.jsonl", "path: sources/loop.jsonl") + extra)
-    with pytest.raises(RecipeError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+    path.write_text(path.read_text().replace("path: sources/capybara-demo.jsonl", "path: sources/loop.jsonl")
+                    + "compare:\n" + entries)
+    with pytest.raises(RecipeError, match=re.escape(message)):
         load_recipe(path)

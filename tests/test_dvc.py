@@ -22,7 +22,10 @@ judge:
   panel: {models: [judge]}
 export: {}
 compare:
-  baselines: [{column: responses.gpt-4o, model: gpt-4o}]
+  workflows:
+    gemma: {workflow: import, answers: [{column: responses.gemma-2-9b-it, model: gemma}]}
+  baselines:
+    gpt-4o: {workflow: import, answers: [{column: responses.gpt-4o, model: gpt-4o}]}
   resamples: 200
 """
 
@@ -43,7 +46,7 @@ def test_dvc_yaml_matches_each_builders_reads_and_writes():
     assert set(stages) == {*STAGES, "meta-eval"}
     builders = {**STAGES, "meta-eval": meta_eval}
     for name, module in builders.items():
-        lists = {"meta-eval": "${benchmarks}", "baselines": "${comparisons}", "matches": "${comparisons}",
+        lists = {"meta-eval": "${benchmarks}", "picks": "${comparisons}", "matches": "${comparisons}",
                  "win_rates": "${comparisons}"}
         assert stages[name]["foreach"] == lists.get(name, "${recipes}")
         do = stages[name]["do"]
@@ -76,9 +79,9 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
 
     first = _run(["dvc", "repro"], repo, env)
     ran = re.findall(r"Running stage '(\w+)@tiny'", first)
-    assert ran == [s for s in STAGES if s not in ("baselines", "matches", "win_rates")]
+    assert ran == [s for s in STAGES if s not in ("picks", "matches", "win_rates")]
     assert (repo / "data" / "tiny" / "dpo.parquet").exists()
-    assert re.findall(r"Running stage '(\w+)@duel'", first)[-3:] == ["baselines", "matches", "win_rates"]
+    assert re.findall(r"Running stage '(\w+)@duel'", first)[-3:] == ["picks", "matches", "win_rates"]
     # the benchmark recipe is measured before any export, which may be gated on it
     order = re.findall(r"Running stage '([\w-]+)@(\w+)'", first)
     assert order.index(("meta-eval", "bench")) < order.index(("dpo", "tiny"))

@@ -33,7 +33,9 @@ PROVIDERS: dict[str, ProviderEntry] = {
 def used_models(recipe: Recipe) -> list[str]:
     g = recipe.generation
     debate = recipe.judge.panel.debate
-    names = [*([g.generator] if g.generator else []), *g.reviewers, *recipe.judge.panel.models, *(debate.referees.values() if debate else [])]
+    entries = [g, *(e for _, e in recipe.compare.entries().values())] if recipe.compare else [g]
+    writers = [m for e in entries for m in ([e.generator] if e.generator else []) + list(e.reviewers)]
+    names = [*writers, *recipe.judge.panel.models, *(debate.referees.values() if debate else [])]
     return list(dict.fromkeys(names))
 
 
