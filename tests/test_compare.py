@@ -26,6 +26,7 @@ name: {name}
 source: {{path: sources/pairs.jsonl, prompt_column: prompt, id_column: id}}
 models:
   judge: {{provider: fake, model: auto}}
+  writer: {{provider: fake, model: scripted}}
 generation:
   workflow: import
   answers: [{{column: mine, model: contender}}]
@@ -34,7 +35,7 @@ judge:
 export: {{}}
 compare:
   workflows:
-    mine: {{workflow: import, answers: [{{column: mine, model: contender}}]}}
+    mine: {{workflow: single, generator: writer, iterations: 1}}
   baselines:
     base: {{workflow: import, answers: [{{column: theirs, model: base}}]}}
   ties: {ties}
@@ -51,8 +52,8 @@ def _source(project, n, length_of):
     rows = []
     for i in range(n):
         mine_len, theirs_len = length_of(i)
-        rows.append({"id": f"q{i}", "prompt": f"question {i}", "mine": f"mine{i} " + "x" * mine_len,
-                     "theirs": f"base{i} " + "y" * theirs_len})
+        WRITTEN[i] = f"mine{i} " + "x" * mine_len
+        rows.append({"id": f"q{i}", "prompt": f"question {i}", "mine": WRITTEN[i], "theirs": f"base{i} " + "y" * theirs_len})
     (project / "recipes" / "sources" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
@@ -70,9 +71,19 @@ def _judge(prefers):
     return answer
 
 
+def _writer(messages):
+    """A scripted generator: it answers `question i` with the source's `mine` text for prompt i."""
+    i = int(messages[-1]["content"].split()[-1])
+    return WRITTEN[i]
+
+
+WRITTEN: dict[int, str] = {}
+
+
 def _build(project, name, judge, ties="half"):
     recipe = load_recipe(write_recipe(project, name, COMPARE.format(name=name, ties=ties)))
-    providers = {"judge": FakeProvider(recipe.models["judge"], script=[judge] * 2000)}
+    providers = {"judge": FakeProvider(recipe.models["judge"], script=[judge] * 2000),
+                 "writer": FakeProvider(recipe.models["writer"], script=[_writer] * 2000)}
     for stage in STAGES:
         run_stage(recipe, stage, providers=providers, progress=False)
     return read_table(TABLES["win_rates"], project.parent / "data" / name).to_dicts()
