@@ -16,8 +16,6 @@ Ties are labels here: `judge.tie_policy` and `min_scored` (which shape datasets)
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,9 @@ import polars as pl
 from builders.errors import BuildError
 from builders.gate import fingerprint, gate_path
 from builders.recipe import Recipe
-from builders.tables import AGREEMENT, CANDIDATES, LABELS, MODEL_AGREEMENT, SCORES, frame, read_table, write_table
+from builders.tables import (
+    AGREEMENT, CANDIDATES, LABELS, MODEL_AGREEMENT, SCORES, frame, json_number, read_table, write_json, write_table,
+)
 from metrics import bootstrap
 from metrics.agreement import A, B, TIE
 from metrics.evaluator import Estimate, longer_wins, measure, per_model
@@ -40,12 +40,8 @@ WRITES = ("agreement", "model_agreement")
 MAX_FULL_SEARCH = 10  # judges; beyond this the search keeps juries of up to 3 members
 
 
-def _value(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), 6)
-
-
 def _estimate_columns(name: str, e: Estimate) -> dict:
-    return {name: _value(e.value), f"{name}_low": _value(e.low), f"{name}_high": _value(e.high)}
+    return {name: json_number(e.value), f"{name}_low": json_number(e.low), f"{name}_high": json_number(e.high)}
 
 
 def search(recipe: Recipe, j: Judgments, w: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -117,7 +113,7 @@ def _summary(recipe: Recipe, rows: list[dict], j: Judgments, w: np.ndarray) -> d
             "model_a": int((j.human == A).sum()),
             "model_b": int((j.human == B).sum()),
             "tie": int((j.human == TIE).sum()),
-            "longer_wins": _value(human_longer) if human_longer is not None else None,
+            "longer_wins": json_number(human_longer) if human_longer is not None else None,
         },
         "configured": {"evaluator": configured["evaluator"], **{k: configured[k] for k in keep}},
         "judges": {r["evaluator"]: {k: r[k] for k in keep} for r in rows if r["size"] == 1},
@@ -134,13 +130,6 @@ def _plots(rows: list[dict]) -> dict[str, list[dict]]:
         ],
         "juries": [{"size": r["size"], "kappa": r["kappa"], "evaluator": r["evaluator"]} for r in rows],
     }
-
-
-def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def evaluate(recipe: Recipe, labels: pl.DataFrame, candidates: pl.DataFrame, scores: pl.DataFrame,
@@ -169,10 +158,10 @@ def build(recipe: Recipe, data_dir: Path, *, resamples: int = bootstrap.RESAMPLE
     write_table(AGREEMENT, frame(AGREEMENT, rows), data_dir)
     write_table(MODEL_AGREEMENT, frame(MODEL_AGREEMENT, model_rows), data_dir)
     for name, points in _plots(rows).items():
-        _write_json(data_dir / "plots" / f"{name}.json", points)
-    _write_json(data_dir / "metrics.json", summary)
+        write_json(data_dir / "plots" / f"{name}.json", points)
+    write_json(data_dir / "metrics.json", summary)
     gate_fields = ("evaluator", "fingerprint", "kappa", "kappa_low", "kappa_high", "n_items")
-    _write_json(gate_path(data_dir.parent, recipe.name), {
+    write_json(gate_path(data_dir.parent, recipe.name), {
         "benchmark_recipe": recipe.name,
         "evaluators": [{k: r[k] for k in gate_fields} for r in rows],
     })

@@ -389,3 +389,18 @@ def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:
     df = pl.read_parquet(path)
     check(table, df)
     return df
+
+
+def json_number(x: float | None) -> float | None:
+    """A float for a JSON file or a nullable column: rounded to 6 places, None when undefined."""
+    import math
+
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write a JSON side file (metrics, plots, gates) atomically, like the tables."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -9,8 +9,6 @@ length-controlled win rate (`metrics.win_rate.length_controlled`). Also writes `
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,9 @@ import polars as pl
 
 from builders.preferences import judge_description
 from builders.recipe import Recipe
-from builders.tables import ITEMS, MATCHES, PICKS, WIN_RATES, frame, read_table, write_table
+from builders.tables import (
+    ITEMS, MATCHES, PICKS, WIN_RATES, frame, json_number, read_table, write_json, write_table,
+)
 from metrics import bootstrap
 from metrics.agreement import A, B, MISSING, TIE
 from metrics.judgments import flips, labels_by_order
@@ -27,10 +27,6 @@ from metrics.win_rate import length_controlled, win_rate, win_rate_interval
 
 READS = ("items", "picks", "matches")
 WRITES = ("win_rates",)
-
-
-def _value(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
 def pair_labels(recipe: Recipe, matches: pl.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -64,12 +60,12 @@ def _row(recipe: Recipe, workflow: str, baseline: str, labels: np.ndarray, flipp
         "ties": int(((labels == TIE) | (labels == MISSING)).sum()),
         "inconsistent": int(flipped.sum()),
         "unjudged": int((labels == MISSING).sum()),
-        "win_rate": _value(win_rate(labels, ties)),
-        "win_rate_low": _value(low),
-        "win_rate_high": _value(high),
-        "lc_win_rate": _value(lc),
-        "lc_win_rate_low": _value(lc_low),
-        "lc_win_rate_high": _value(lc_high),
+        "win_rate": json_number(win_rate(labels, ties)),
+        "win_rate_low": json_number(low),
+        "win_rate_high": json_number(high),
+        "lc_win_rate": json_number(lc),
+        "lc_win_rate_low": json_number(lc_low),
+        "lc_win_rate_high": json_number(lc_high),
         "candidate_chars": float(mine.mean()) if mine.size else 0.0,
         "baseline_chars": float(theirs.mean()) if theirs.size else 0.0,
     }
@@ -92,13 +88,6 @@ def rates(recipe: Recipe, items: pl.DataFrame, picks: pl.DataFrame, matches: pl.
     return out
 
 
-def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
     rows = []
     if recipe.compare:
@@ -110,10 +99,10 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
         matrix: dict[str, dict] = {}
         for r in rows:
             matrix.setdefault(r["workflow"], {})[r["baseline"]] = {k: r[k] for k in keep}
-        _write_json(data_dir / "metrics.json", {
+        write_json(data_dir / "metrics.json", {
             "judge": judge_description(recipe), "ties": recipe.compare.ties, "win_rates": matrix,
         })
-        _write_json(data_dir / "plots" / "win_rates.json", [
+        write_json(data_dir / "plots" / "win_rates.json", [
             {"pair": f"{r['workflow']} vs {r['baseline']}", "workflow": r["workflow"], "baseline": r["baseline"],
              "win_rate": r["win_rate"], "win_rate_low": r["win_rate_low"], "win_rate_high": r["win_rate_high"],
              "lc_win_rate": r["lc_win_rate"]} for r in rows

@@ -8,7 +8,6 @@ import json
 import re
 
 import numpy as np
-import polars as pl
 import pytest
 
 from builders.errors import RecipeError
