@@ -323,7 +323,7 @@ WIN_RATES = Table(
         Column("wins", pl.Int64, "pairs the judges gave to the workflow"),
         Column("losses", pl.Int64, "pairs the judges gave to the baseline"),
         Column("ties", pl.Int64, "pairs judged even (including inconsistent and unjudged pairs)"),
-        Column("inconsistent", pl.Int64, "pairs whose verdict flipped when the order was swapped (counted as ties)"),
+        Column("inconsistent", pl.Int64, "pairs where a voting judge's verdict flipped with the order (its vote is a tie)"),
         Column("unjudged", pl.Int64, "pairs without any readable verdict (counted as ties)"),
         *_estimate("win_rate", "share of pairs won, ties counted as `ties_rule` says"),
         *_estimate("lc_win_rate", "length-controlled win rate: the win rate a logistic model predicts at equal lengths"),
