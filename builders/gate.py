@@ -16,7 +16,7 @@ from pathlib import Path
 
 from builders.errors import BuildError
 from builders.llm.registry import identity
-from builders.prompts import templates
+from builders.prompts import template_texts
 from builders.recipe import Recipe
 from builders.tables import content_id
 
@@ -31,9 +31,7 @@ def _model(recipe: Recipe, name: str) -> dict:
 def fingerprint(recipe: Recipe, members: tuple[str, ...] | list[str]) -> str:
     """The fingerprint of `recipe`'s panel with `members` (judge names, or referee roles) voting."""
     panel = recipe.judge.panel
-    prompts = {
-        field: path.read_text() for field, (path, _) in sorted(templates(recipe).items()) if field.startswith("judge.")
-    }
+    prompts = template_texts(recipe, "judge.")
     debate = None
     if panel.debate:
         debate = {

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
-
-from builders.errors import BuildError
 from builders.judging import messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
-from builders.scores import ask
+from builders.scores import ask, check_failure_budget
 from builders.tables import ITEMS, MATCHES, PICKS, content_id, frame, read_table, write_table
 
 READS = ("items", "picks")
@@ -70,11 +67,5 @@ def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
         engine.prepare(panel.models)
         rows = engine.run(engine.gather(jobs, total=len(jobs), desc="matches"))
     df = frame(MATCHES, rows)
-    failed = df.filter(pl.col("outcome") != "ok")
-    budget = recipe.judge.panel.max_parse_failure_rate
-    if df.height and failed.height / df.height > budget:
-        raise BuildError(
-            f"{recipe.path}: judge.panel.max_parse_failure_rate: {failed.height} of {df.height} match calls failed "
-            f"(> {budget:.0%}); first: {failed['parse_error'][0]}"
-        )
+    check_failure_budget(recipe, df, "match calls")  # one row per call
     write_table(MATCHES, df, data_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from builders.prompts import templates
+from builders.prompts import template_texts
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, ITEMS, VERDICTS, content_id, read_table
 
@@ -51,7 +51,7 @@ def lineage(recipe: Recipe) -> dict:
     """The columns every exported row carries about how it was made."""
     panel = recipe.judge.panel
     models = [panel.debate.referees[v] for v in recipe.judge.voters] if panel.debate else recipe.judge.voters
-    texts = {field: path.read_text() for field, (path, _) in sorted(templates(recipe).items())}
+    texts = template_texts(recipe)
     sections = recipe.model_dump(mode="json", include=set(RECIPE_SECTIONS))
     return {
         "judge": judge_description(recipe),

@@ -69,6 +69,11 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
+def template_texts(recipe: Recipe, prefix: str = "") -> dict[str, str]:
+    """The text of every template the recipe uses whose field starts with `prefix`, by field."""
+    return {field: _read(path) for field, (path, _) in sorted(templates(recipe).items()) if field.startswith(prefix)}
+
+
 def fields_of(text: str) -> set[str]:
     """Placeholder names used by a template; ValueError on unbalanced braces."""
     return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}

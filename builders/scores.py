@@ -177,8 +177,9 @@ async def _score(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates
     return [row for rows in per_call for row in rows]
 
 
-def check_failure_budget(recipe: Recipe, scores: pl.DataFrame) -> None:
-    calls = scores.unique("call_id")
+def check_failure_budget(recipe: Recipe, calls: pl.DataFrame, what: str = "judge calls") -> None:
+    """Fail, naming counts, outcomes, items and reasons, when more than the recipe's share of `calls`
+    (one row per call: outcome, item_id, parse_error) failed."""
     failed = calls.filter(pl.col("outcome") != "ok")
     budget = recipe.judge.panel.max_parse_failure_rate
     if calls.height and failed.height / calls.height > budget:
@@ -186,7 +187,7 @@ def check_failure_budget(recipe: Recipe, scores: pl.DataFrame) -> None:
         reasons = failed["parse_error"].value_counts(sort=True)["parse_error"].head(3).to_list()
         outcomes = ", ".join(f"{o} {n}" for o, n in failed["outcome"].value_counts(sort=True).iter_rows())
         raise BuildError(
-            f"{recipe.path}: judge.panel.max_parse_failure_rate: {failed.height} of {calls.height} judge calls failed "
+            f"{recipe.path}: judge.panel.max_parse_failure_rate: {failed.height} of {calls.height} {what} failed "
             f"({outcomes}; > {budget:.0%}); items {examples}; reasons: {'; '.join(reasons)}"
         )
 
@@ -198,5 +199,5 @@ def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     panel = recipe.judge.panel
     engine.prepare(panel.debate.referees.values() if panel.debate else panel.models)
     df = frame(SCORES, engine.run(_score(engine, recipe, items, candidates, debates)))
-    check_failure_budget(recipe, df)
+    check_failure_budget(recipe, df.unique("call_id"))
     write_table(SCORES, df, data_dir)

@@ -72,14 +72,15 @@ def per_model(j: Judgments, labels: np.ndarray, w: np.ndarray) -> list[dict]:
     rows = []
     for model in sorted(set(j.model_a) | set(j.model_b)):
         parts = model_agreement_parts(j.human, labels, j.model_a, j.model_b, model)
-        agree = _ratio(w, parts["agree_num"], parts["agree_den"])
+        agree = float(ratio(parts["agree_num"].sum(), parts["agree_den"].sum()))
         other = float(ratio(parts["other_num"].sum(), parts["other_den"].sum()))
-        sums = {k: bootstrap.resampled_sums(w, v) for k, v in parts.items()}
-        bias_samples = ratio(sums["agree_num"], sums["agree_den"]) - ratio(sums["other_num"], sums["other_den"])
+        sums = {k: bootstrap.resampled_sums(w, v) for k, v in parts.items()}  # each resampled once
+        agree_samples = ratio(sums["agree_num"], sums["agree_den"])
+        bias_samples = agree_samples - ratio(sums["other_num"], sums["other_den"])
         rows.append({
             "model": model,
             "n_human_prefers": int(parts["agree_den"].sum()),
-            "agreement": agree,
-            "bias": Estimate(agree.value - other, *bootstrap.percentile_interval(bias_samples)),
+            "agreement": Estimate(agree, *bootstrap.percentile_interval(agree_samples)),
+            "bias": Estimate(agree - other, *bootstrap.percentile_interval(bias_samples)),
         })
     return rows
