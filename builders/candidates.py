@@ -9,7 +9,7 @@ from builders.generation import WORKFLOWS, Answer
 from builders.imported import imported_candidates
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
-from builders.tables import CANDIDATES, ITEMS, content_id, frame, read_table, write_table
+from builders.tables import CANDIDATES, ITEMS, TableWriter, content_id, frame, read_table, scan_table, write_table
 
 READS = ("items",)
 WRITES = ("candidates",)
@@ -36,30 +36,31 @@ def _row(recipe: Recipe, item_id: str, answer: Answer) -> dict:
         "tokens_out": r.tokens_out,
         "cost_usd": r.cost_usd,
         "latency_s": r.latency_s,
-        "cached": r.cached,
         "review_tokens_in": sum(rv.response.tokens_in for rv in reviews),
         "review_tokens_out": sum(rv.response.tokens_out for rv in reviews),
         "review_cost_usd": sum(rv.response.cost_usd for rv in reviews),
     }
 
 
-async def _generate(engine: Engine, recipe: Recipe, items: list[dict]) -> list[dict]:
+async def _generate(engine: Engine, recipe: Recipe, data_dir: Path, out: TableWriter) -> None:
+    """Every item's answers, streamed to `out` as each item is done (memory stays flat in the items)."""
     workflow = WORKFLOWS[recipe.generation.workflow]
 
     async def one(item: dict) -> list[dict]:
         answers = await workflow(engine, recipe, item["prompt"])
         return [_row(recipe, item["item_id"], a) for a in answers]
 
-    per_item = await engine.gather((one(i) for i in items), total=len(items), desc="candidates")
-    return [row for rows in per_item for row in rows]
+    total, items = scan_table(ITEMS, data_dir, columns=["item_id", "prompt"])
+    async for rows in engine.stream((one(i) for i in items), total=total, desc="candidates"):
+        out.write(rows)
 
 
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
-    items = read_table(ITEMS, data_dir)
     g = recipe.generation
     if g.workflow == "import":
-        rows = imported_candidates(recipe, items)
-    else:
-        engine.prepare([g.generator, *g.reviewers])
-        rows = engine.run(_generate(engine, recipe, items.to_dicts()))
-    write_table(CANDIDATES, frame(CANDIDATES, rows), data_dir)
+        rows = imported_candidates(recipe, read_table(ITEMS, data_dir))
+        write_table(CANDIDATES, frame(CANDIDATES, rows), data_dir)
+        return
+    engine.prepare([g.generator, *g.reviewers])
+    with TableWriter(CANDIDATES, data_dir) as out:
+        engine.run(_generate(engine, recipe, data_dir, out))

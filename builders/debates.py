@@ -53,7 +53,6 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
                 "tokens_out": r.tokens_out,
                 "cost_usd": r.cost_usd,
                 "latency_s": r.latency_s,
-                "cached": r.cached,
             })
     return turns
 

@@ -20,10 +20,11 @@ class MissingKeyError(BuildError):
 class ProviderError(BuildError):
     """A provider call failed. `retryable` errors are retried with backoff, the rest fail the stage."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None, rate_limited: bool = False):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.rate_limited = rate_limited  # HTTP 429: the model's limiter hears of it
 
 
 class TableError(BuildError):

@@ -44,7 +44,6 @@ def imported_candidates(recipe: Recipe, items: pl.DataFrame) -> list[dict]:
                 "tokens_out": 0,
                 "cost_usd": 0.0,
                 "latency_s": 0.0,
-                "cached": False,
                 "review_tokens_in": 0,
                 "review_tokens_out": 0,
                 "review_cost_usd": 0.0,

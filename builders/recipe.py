@@ -40,6 +40,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 class Price(Strict):
     input: float = Field(0.0, ge=0, description="US dollars per million prompt tokens")
     output: float = Field(0.0, ge=0, description="US dollars per million completion tokens")
+    batch: float = Field(0.5, ge=0, description="share of the price paid for answers from the provider's batch API")
 
 
 class ModelSpec(Strict):
@@ -242,6 +243,18 @@ class Compare(Strict):
                 **{n: ("baselines", g) for n, g in self.baselines.items()}}
 
 
+LLM_STAGES = ("candidates", "debates", "scores", "picks", "matches")
+
+
+class Spending(Strict):
+    usd: float = Field(gt=0, description="the most the recipe's answers may cost, over all stages, cached ones included")
+
+
+class StageOptions(Strict):
+    batch: bool = Field(False, description="send the stage's calls through the providers' batch APIs (OpenAI, Together)")
+    poll_s: float = Field(30.0, ge=0.01, description="seconds between checks of a running batch job")
+
+
 class Recipe(Strict):
     schema_version: Literal[1] = 1
     name: str
@@ -253,6 +266,11 @@ class Recipe(Strict):
     judge: Judge
     export: Export
     compare: Compare | None = Field(None, description="win rates of this recipe's answers against baselines")
+    # How the calls are made, not what they answer: no stage depends on these two.
+    budget: Spending | None = Field(None, description="stop the build before its answers cost more than this")
+    stages: dict[Literal["candidates", "debates", "scores", "picks", "matches"], StageOptions] = Field(
+        {}, description="per LLM stage: `batch: true` to use the providers' batch APIs"
+    )
 
     _path: Path = PrivateAttr(default=Path("recipe.yaml"))
 

@@ -126,7 +126,6 @@ async def ask(engine: Engine, recipe: Recipe, model: str, conversation: list[dic
         "tokens_out": sum(r.tokens_out for r in responses),
         "cost_usd": sum(r.cost_usd for r in responses),
         "latency_s": sum(r.latency_s for r in responses),
-        "cached": bool(responses) and all(r.cached for r in responses),
     }
     return Answer(judgment, outcome, error, responses[-1].text if responses else "", len(responses), usage)
 

@@ -12,7 +12,7 @@ from types import ModuleType
 from builders import candidates, debates, dpo, items, kto, labels, matches, picks, scores, verdicts, win_rates
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
-from builders.recipe import Recipe
+from builders.recipe import LLM_STAGES, Recipe
 from builders.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ STAGES: dict[str, ModuleType] = {
     "matches": matches,
     "win_rates": win_rates,
 }
-LLM_STAGES = ("candidates", "debates", "scores", "picks", "matches")
 BUILT_TABLES = tuple(t for module in STAGES.values() for t in module.WRITES)  # what `fellowship build` writes for any recipe
 
 
@@ -52,8 +51,11 @@ def run_stage(
     started = time.perf_counter()
     engine = None
     if stage in LLM_STAGES:
-        engine = Engine(recipe, providers=providers, progress=progress)
-        module.build(recipe, data_dir, engine=engine)
+        engine = Engine(recipe, providers=providers, progress=progress, stage=stage)
+        try:
+            module.build(recipe, data_dir, engine=engine)
+        finally:
+            engine.record_spend()
     else:
         module.build(recipe, data_dir)
     elapsed = time.perf_counter() - started

@@ -46,7 +46,6 @@ def _usage(what: str) -> tuple[Column, ...]:
         Column("tokens_out", pl.Int64, f"completion tokens of {what}"),
         Column("cost_usd", pl.Float64, f"cost of {what} in US dollars, from the recipe's model prices"),
         Column("latency_s", pl.Float64, f"wall time of {what} when it was made, in seconds"),
-        Column("cached", pl.Boolean, f"true when {what} was answered from the response cache in this build"),
     )
 
 
@@ -379,6 +378,92 @@ def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
     df.sort(table.primary_key).write_parquet(tmp)
     os.replace(tmp, path)
     return path
+
+
+class TableWriter:
+    """Write a table as its rows come, in memory that does not grow with the table: rows go to a
+    hidden file a chunk at a time; `close` checks the primary key, sorts by it out of core (DuckDB)
+    and replaces the table atomically. Leaving the `with` block on an error removes the hidden file,
+    so a failed or killed stage never leaves half a table (a kill leaves only a hidden file, which the
+    next writer of the table removes)."""
+
+    CHUNK_ROWS = 1000
+
+    def __init__(self, table: Table, data_dir: Path | str):
+        self.table = table
+        self.path = table.path(data_dir)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._rows: list[dict] = []
+        self._writer = None
+        self.rows = 0
+
+    def write(self, rows: list[dict]) -> None:
+        self._rows.extend(rows)
+        if len(self._rows) >= self.CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        if not self._rows and self._writer is not None:
+            return
+        chunk = frame(self.table, self._rows)
+        check(self.table, chunk)
+        arrow = chunk.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, arrow.schema, compression="zstd")
+        self._writer.write_table(arrow)
+        self.rows += len(self._rows)
+        self._rows = []
+
+    def close(self) -> Path:
+        import duckdb
+
+        self._flush()
+        self._writer.close()
+        key = ", ".join(f'"{k}"' for k in self.table.primary_key)
+        sorted_tmp = self._tmp.with_name(self._tmp.name + "-sorted")
+        db = duckdb.connect(config={"memory_limit": "256MB", "threads": 1, "temp_directory": str(self.path.parent / ".duckdb-tmp")})
+        try:
+            source = f"read_parquet('{self._tmp}')"
+            dupe = db.execute(f"select {key} from {source} group by {key} having count(*) > 1 limit 1").fetchone()
+            if dupe:
+                raise TableError(f"table {self.table.name}: duplicate primary key {dict(zip(self.table.primary_key, dupe))}")
+            db.execute(f"copy (select * from {source} order by {key}) to '{sorted_tmp}' (format parquet, compression zstd)")
+        finally:
+            db.close()
+            self._tmp.unlink(missing_ok=True)
+        os.replace(sorted_tmp, self.path)
+        return self.path
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            if self._writer is not None:
+                self._writer.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024):
+    """(number of rows, an iterator over its rows as dicts) of a table, read a batch at a time."""
+    import pyarrow.parquet as pq
+
+    path = table.path(data_dir)
+    if not path.exists():
+        raise TableError(f"{path} does not exist: run the `{table.name}` stage first")
+    schema = pl.read_parquet_schema(path)
+    if dict(schema) != dict(table.schema):
+        raise TableError(f"table {table.name}: {path} does not match its schema (rebuild the `{table.name}` stage)")
+    file = pq.ParquetFile(path)
+    rows = (row for batch in file.iter_batches(batch_size=batch_rows, columns=columns) for row in batch.to_pylist())
+    return file.metadata.num_rows, rows
 
 
 def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:

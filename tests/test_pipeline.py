@@ -14,7 +14,7 @@ from builders.tables import TABLES, read_table
 from conftest import tiny_recipe
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny"
-RUN_DEPENDENT = {"latency_s", "cached"}  # differ between a first run and a cached one
+RUN_DEPENDENT = {"latency_s"}  # timings differ from one fresh run to another
 
 
 def build_all(recipe, **kwargs):
@@ -46,12 +46,12 @@ def test_tables_match_golden_files(built, request):
 
 def test_second_run_makes_no_calls_and_writes_the_same_tables(built):
     recipe, data, _ = built
-    before = {n: as_jsonl(read_table(TABLES[n], data)) for n in BUILT_TABLES}
+    before = {n: read_table(TABLES[n], data) for n in BUILT_TABLES}
     engines = build_all(recipe)
     assert engines["candidates"].usage.calls == 0 and engines["scores"].usage.calls == 0
     assert engines["candidates"].usage.cached == 4 * 5 and engines["scores"].usage.cached == 4 * 2  # both orders
-    assert read_table(TABLES["candidates"], data)["cached"].all()
-    assert {n: as_jsonl(read_table(TABLES[n], data)) for n in BUILT_TABLES} == before
+    for name, table in before.items():  # every column, timings included: a table is a function of its inputs
+        assert read_table(TABLES[name], data).equals(table), name
 
 
 def test_training_exports_follow_trl_and_the_verdicts(built):
@@ -73,7 +73,7 @@ def test_usage_is_recorded_on_every_llm_written_row(built):
     _, data, engines = built
     candidates = read_table(TABLES["candidates"], data)
     scores = read_table(TABLES["scores"], data)
-    assert (candidates["tokens_out"] > 0).all() and not candidates["cached"].any()
+    assert (candidates["tokens_out"] > 0).all() and engines["candidates"].usage.cached == 0
     assert candidates.filter(pl.col("iteration") < 3)["review_tokens_out"].min() > 0
     assert scores.unique("call_id")["tokens_in"].sum() == engines["scores"].usage.tokens_in
 

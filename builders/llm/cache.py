@@ -60,7 +60,7 @@ class ResponseCache:
         return Completion(**json.loads(row[0])), row[1]
 
     def put(self, key: str, completion: Completion, latency_s: float) -> None:
-        blob = json.dumps(completion.__dict__, ensure_ascii=False)
+        blob = json.dumps(completion.stored(), ensure_ascii=False)
         self._db.execute("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
 
     def __len__(self) -> int:

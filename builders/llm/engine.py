@@ -1,4 +1,19 @@
-"""One async engine for every role: cache, bounded concurrency, retries with backoff, usage and cost."""
+"""One async engine for every role: cache, adaptive limits, retries, budget, batch jobs, usage and cost.
+
+A stage hands the engine its work as a stream of jobs (one per item); the engine keeps a bounded
+window of them running, so memory does not grow with the number of items, and yields each result as
+it is done (`stream`) or all of them in order (`gather`). Each job makes its calls with `chat`:
+
+1. the response cache answers calls made before (in any build);
+2. a dry run (`fellowship plan`) answers the rest with a stand-in of the longest possible answer;
+3. the budget reserves the call's worst-case cost, or stops the build;
+4. in a stage marked `batch: true`, the call joins the provider's next batch job (builders.llm.batch);
+5. otherwise the call waits for its model's adaptive limiter (builders.llm.limiter) and goes out,
+   retried with backoff on 429, 5xx, timeouts, dropped connections and broken bodies.
+
+When a job fails, no new job starts and no new call goes out, but calls in flight finish and are
+cached before the error is raised: a stopped build loses no paid answer.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +23,46 @@ import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from tqdm import tqdm
 
 from builders.errors import BuildError, ProviderError
+from builders.llm.budget import Budget, Ledger, estimate_tokens
 from builders.llm.cache import ResponseCache, cache_key
+from builders.llm.fake import auto_answer
+from builders.llm.limiter import AdaptiveLimiter
 from builders.llm.registry import create_provider, identity
 from builders.llm.types import ChatResponse, Completion, Message, OutputFormat, Provider
-from builders.recipe import ModelSpec, Recipe
+from builders.recipe import ModelSpec, Recipe, StageOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+WORDS_PER_TOKEN = 0.75
+BATCH_WINDOW = 50_000  # jobs alive at once in a batch stage: a batch job takes up to 50,000 requests
 
 
 @dataclass
 class Usage:
-    calls: int = 0  # requests answered by a provider in this run
+    calls: int = 0  # requests answered by a provider in this run (a dry run: requests it would make)
     cached: int = 0  # requests answered by the cache
     retries: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # paid in this run
+    cached_cost_usd: float = 0.0  # what the cached answers cost when they were made (at today's prices)
 
     def summary(self) -> str:
         return (
             f"{self.calls} calls, {self.cached} cached, {self.retries} retries, "
             f"{self.tokens_in} tokens in, {self.tokens_out} out, ${self.cost_usd:.4f}"
         )
+
+
+class Stopped(BuildError):
+    """A call not made because the stage is stopping after another job's error."""
 
 
 def _retry_base() -> float:
@@ -52,40 +77,70 @@ class Engine:
         providers: dict[str, Provider] | None = None,
         cache: ResponseCache | None = None,
         progress: bool = True,
+        stage: str | None = None,
+        dry_run: bool = False,
     ):
         self.recipe = recipe
+        self.stage = stage
+        self.options = recipe.stages.get(stage, StageOptions()) if stage else StageOptions()
+        self.dry_run = dry_run
         self._providers: dict[str, Provider] = dict(providers or {})
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._limiters: dict[tuple, AdaptiveLimiter] = {}
         self._identities: dict[str, dict] = {}
         self.cache = cache if cache is not None else ResponseCache()
         self.progress = progress
         self.usage = Usage()
-        self._bar: tqdm | None = None
+        self.ledger = Ledger(self.cache.path.parent, recipe.name)
+        self.budget = None
+        if recipe.budget is not None:
+            earlier = sum(usd for s, usd in self.ledger.read().items() if s != stage)
+            self.budget = Budget(recipe.budget.usd, earlier_usd=earlier)
+        self._stop: BaseException | None = None
+        self._batcher = None
+        # jobs alive at once: enough to keep every model's calls busy, few enough to bound memory
+        self._window = BATCH_WINDOW if self.options.batch else max(64, 4 * sum(s.concurrency for s in recipe.models.values()))
 
     def spec(self, model: str) -> ModelSpec:
         return self.recipe.models[model]
 
     def prepare(self, models: Iterable[str]) -> None:
         """Create the providers a stage needs, so a missing key fails before any call is made."""
+        if self.dry_run:
+            return
         for name in models:
             if name not in self._providers:
                 self._providers[name] = create_provider(name, self.spec(name))
 
-    def _semaphore(self, model: str) -> asyncio.Semaphore:
-        """Calls in flight per recipe model. A provider that runs the model in this process, one call
-        at a time (`runs_in_process`), gets one slot shared by every recipe name for that model: its
-        calls wait here, before their timeout starts, instead of queueing inside a worker thread
-        where the wait would count against the timeout and a timed-out thread cannot be stopped."""
-        key, limit = model, self.spec(model).concurrency
-        if getattr(self._providers.get(model), "runs_in_process", False):
-            key, limit = f"in-process {sorted(self._identities[model].items())}", 1
-        if key not in self._semaphores:
-            self._semaphores[key] = asyncio.Semaphore(limit)
-        return self._semaphores[key]
+    def limiter(self, model: str) -> AdaptiveLimiter:
+        """The limiter of the model `model` names, shared by every recipe name for it. Its ceiling is
+        the highest `concurrency` among those names; a provider that runs the model in this process,
+        one call at a time (`runs_in_process`), gets one slot, taken before the call's timeout starts,
+        so queueing never counts against the timeout."""
+        spec = self.spec(model)
+        key = (spec.provider, spec.model, spec.base_url)
+        if key not in self._limiters:
+            if getattr(self._providers.get(model), "runs_in_process", False):
+                ceiling = 1
+            else:
+                ceiling = max(s.concurrency for s in self.recipe.models.values() if (s.provider, s.model, s.base_url) == key)
+            self._limiters[key] = AdaptiveLimiter(ceiling)
+        return self._limiters[key]
+
+    def _batched(self, model: str) -> bool:
+        return self.options.batch and not self.dry_run and hasattr(self._providers.get(model), "batch_api")
+
+    def _price_share(self, model: str) -> float:
+        return self.spec(model).price.batch if self._batched(model) else 1.0
+
+    def _cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        price = self.spec(model).price
+        return (tokens_in * price.input + tokens_out * price.output) / 1e6 * self._price_share(model)
 
     async def chat(
         self, model: str, messages: list[Message], *, output: OutputFormat | None = None, sample_index: int = 0
     ) -> ChatResponse:
+        if self._stop is not None:
+            raise Stopped("stopped")
         spec = self.spec(model)
         sampling = spec.sampling()
         if model not in self._identities:
@@ -96,15 +151,32 @@ class Engine:
         hit = self.cache.get(key)
         if hit is not None:
             completion, latency = hit
+            response = self._response(model, completion, latency, cached=True)
             self.usage.cached += 1
-            return self._response(spec, completion, latency, cached=True)
+            self.usage.cached_cost_usd += response.cost_usd
+            if self.budget:
+                self.budget.count(response.cost_usd)
+            return response
         self.prepare([model])
-        async with self._semaphore(model):
-            start = time.perf_counter()
-            completion = await self._call_with_retries(model, spec, messages, sampling, output, sample_index)
-            latency = time.perf_counter() - start
-        self.cache.put(key, completion, latency)
-        response = self._response(spec, completion, latency, cached=False)
+        worst = self._cost(model, estimate_tokens(messages), spec.max_tokens)
+        if self.dry_run:
+            completion, latency = self._stand_in(spec, messages, output, sample_index), 0.0
+        else:
+            if self.budget:
+                self.budget.reserve(worst)
+            try:
+                if self._batched(model):
+                    completion, latency = await self._batch().complete(model, key, messages, sampling, output, sample_index)
+                else:
+                    completion, latency = await self._call_with_retries(model, spec, messages, sampling, output, sample_index)
+            except BaseException:
+                if self.budget:
+                    self.budget.settle(worst, 0.0)
+                raise
+            self.cache.put(key, completion, latency)
+        response = self._response(model, completion, latency, cached=False)
+        if self.budget:
+            self.budget.settle(worst, response.cost_usd)
         u = self.usage
         u.calls += 1
         u.tokens_in += completion.tokens_in
@@ -112,20 +184,48 @@ class Engine:
         u.cost_usd += response.cost_usd
         return response
 
+    @staticmethod
+    def _stand_in(spec: ModelSpec, messages: list[Message], output: OutputFormat | None, sample_index: int) -> Completion:
+        """A dry run's answer: in the form the prompt asks for, as long as `max_tokens` allows when free text."""
+        words = None if output else int(spec.max_tokens * WORDS_PER_TOKEN)
+        text = auto_answer(messages, sample_index, words=words)
+        return Completion(text, estimate_tokens(messages), spec.max_tokens, "planned")
+
+    def _batch(self):
+        if self._batcher is None:
+            from builders.llm.batch import Batcher
+
+            self._batcher = Batcher(self)
+        return self._batcher
+
     async def _call_with_retries(
         self, model: str, spec: ModelSpec, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int
-    ) -> Completion:
-        provider = self._providers[model]
+    ) -> tuple[Completion, float]:
+        """One call, retried; returns the completion and the seconds from first try to answer.
+        Waiting for a retry happens outside the limiter, so it holds no slot."""
+        provider, limiter = self._providers[model], self.limiter(model)
+        start = time.perf_counter()
         for attempt in range(spec.max_retries + 1):
+            await limiter.acquire()
+            if self._stop is not None:
+                limiter.release()
+                raise Stopped("stopped")
+            sent = time.perf_counter()
             try:
-                return await asyncio.wait_for(
+                completion = await asyncio.wait_for(
                     provider.complete(messages, sampling=sampling, output=output, sample_index=sample_index),
                     timeout=spec.timeout_s,
                 )
+                limiter.succeeded(time.perf_counter() - sent, completion.ratelimit)
+                return completion, time.perf_counter() - start
             except TimeoutError:
                 error = ProviderError(f"timed out after {spec.timeout_s:g}s", retryable=True)
             except ProviderError as e:
                 error = e
+            finally:
+                limiter.release()
+            if error.rate_limited:
+                limiter.rate_limited(error.retry_after)
             if not error.retryable or attempt == spec.max_retries:
                 raise ProviderError(
                     f"model '{model}' ({spec.provider}/{spec.model}): {error} "
@@ -139,46 +239,72 @@ class Engine:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _response(spec: ModelSpec, c: Completion, latency: float, *, cached: bool) -> ChatResponse:
-        cost = (c.tokens_in * spec.price.input + c.tokens_out * spec.price.output) / 1e6
+    def _response(self, model: str, c: Completion, latency: float, *, cached: bool) -> ChatResponse:
+        cost = self._cost(model, c.tokens_in, c.tokens_out)
         return ChatResponse(c.text, c.tokens_in, c.tokens_out, cost, latency, cached, c.finish_reason)
 
     def run(self, job: Awaitable[T]) -> T:
         """Run a stage's top-level coroutine to completion in a fresh event loop."""
-        self._semaphores.clear()
+        self._limiters.clear()  # limiters and batch jobs in progress belong to one event loop
+        self._batcher = None
         return asyncio.run(job)
 
-    async def gather(self, jobs: Iterable[Awaitable[T]], *, total: int, desc: str) -> list[T]:
-        """Run `jobs` concurrently with a progress bar; the first failure cancels the rest and is raised."""
+    async def stream(self, jobs: Iterable[Awaitable[T]], *, total: int, desc: str) -> AsyncIterator[T]:
+        """Run `jobs` (taken from the iterable only as room frees up) and yield each result as it
+        is done. After a failure no new job or call starts; those in flight finish, then the
+        failure is raised (a BuildError in preference to the `Stopped` calls it caused)."""
         bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not self.progress, unit="item", leave=True)
+        pending = iter(jobs)
+        running: set[asyncio.Future] = set()
+        finished: asyncio.Queue[asyncio.Future] = asyncio.Queue()
+        failures: list[BaseException] = []
 
-        async def one(job: Awaitable[T]) -> T:
-            result = await job
-            bar.update(1)
-            bar.set_postfix_str(f"calls={self.usage.calls} cached={self.usage.cached} ${self.usage.cost_usd:.4f}")
-            return result
+        def launch() -> None:
+            while self._stop is None and len(running) < self._window:
+                job = next(pending, None)
+                if job is None:
+                    return
+                task = asyncio.ensure_future(job)
+                running.add(task)
+                task.add_done_callback(finished.put_nowait)
 
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(job)) for job in jobs]
-        except BaseExceptionGroup as eg:
-            raise _first_leaf(eg) from None
+            launch()
+            while running:
+                task = await finished.get()
+                running.discard(task)
+                if task.cancelled() or task.exception() is not None:
+                    error = asyncio.CancelledError() if task.cancelled() else task.exception()
+                    failures.append(error)
+                    self._stop = self._stop or error
+                    continue
+                bar.update(1)
+                if self.progress:
+                    u = self.usage
+                    bar.set_postfix_str(f"calls={u.calls} cached={u.cached} ${u.cost_usd:.4f}", refresh=False)
+                yield task.result()
+                launch()
         finally:
             bar.close()
-        return [t.result() for t in tasks]
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        if failures:
+            raise next((e for e in failures if isinstance(e, BuildError) and not isinstance(e, Stopped)), failures[0])
 
+    async def gather(self, jobs: Iterable[Awaitable[T]], *, total: int, desc: str) -> list[T]:
+        """`stream`, with the results in the jobs' order."""
 
-def _first_leaf(eg: BaseExceptionGroup) -> BaseException:
-    """The most useful exception of a group: a BuildError if there is one."""
-    leaves: list[BaseException] = []
+        async def numbered(i: int, job: Awaitable[T]) -> tuple[int, T]:
+            return i, await job
 
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
+        results: list = [None] * total
+        async for i, result in self.stream((numbered(i, j) for i, j in enumerate(jobs)), total=total, desc=desc):
+            results[i] = result
+        return results
 
-    walk(eg)
-    return next((e for e in leaves if isinstance(e, BuildError)), leaves[0])
+    def record_spend(self) -> None:
+        """Write what this stage used to the recipe's ledger (the budget of later stages reads it)."""
+        if self.stage and not self.dry_run:
+            self.ledger.record(self.stage, self.usage.cost_usd + self.usage.cached_cost_usd)

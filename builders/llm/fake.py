@@ -38,7 +38,8 @@ def _tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
-def auto_answer(messages: list[Message], sample_index: int = 0) -> str:
+def auto_answer(messages: list[Message], sample_index: int = 0, *, words: int | None = None) -> str:
+    """The `auto` answer; a plain answer (no format asked) is padded to `words` words when given."""
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     convo = "\x1e".join(f"{m['role']}:{m['content']}" for m in messages) + (f"#{sample_index}" if sample_index else "")
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -48,8 +49,10 @@ def auto_answer(messages: list[Message], sample_index: int = 0) -> str:
     if not headers:
         d = _digest(convo)
         question = next((m["content"] for m in messages if m["role"] == "user"), "")
-        words = " ".join(WORDS[b % len(WORDS)] for b in d[: 4 + d[0] % 12])
-        return f"Answer {d.hex()[:8]} to '{question[:40]}': a {words} reply."
+        adjectives = " ".join(WORDS[b % len(WORDS)] for b in d[: 4 + d[0] % 12])
+        text = f"Answer {d.hex()[:8]} to '{question[:40]}': a {adjectives} reply."
+        missing = (words or 0) - len(text.split())
+        return text + "".join(f" {WORDS[(d[i % len(d)] + i) % len(WORDS)]}" for i in range(missing))
     lines = []
     for name, placeholder in headers:
         out_of = OUT_OF.match(placeholder or "")

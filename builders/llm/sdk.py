@@ -82,7 +82,10 @@ class ChatSDKProvider:
         except sdk.APIStatusError as e:
             status = e.status_code
             retryable = status >= 500 or status in RETRYABLE_STATUS
-            raise ProviderError(f"HTTP {status}: {_short(e)}", retryable=retryable, retry_after=retry_after(e.response.headers)) from None
+            raise ProviderError(
+                f"HTTP {status}: {_short(e)}", retryable=retryable, retry_after=retry_after(e.response.headers),
+                rate_limited=status == 429,
+            ) from None
         except sdk.APITimeoutError:
             raise ProviderError("request timed out", retryable=True) from None
         except sdk.APIConnectionError as e:

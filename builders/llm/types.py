@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from builders.llm.limiter import RateLimit
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -25,6 +28,11 @@ class Completion:
     tokens_in: int
     tokens_out: int
     finish_reason: str | None = None
+    ratelimit: RateLimit | None = field(default=None, compare=False)  # the response's rate-limit headers; never cached
+
+    def stored(self) -> dict:
+        """What the response cache keeps."""
+        return {"text": self.text, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "finish_reason": self.finish_reason}
 
 
 @dataclass(frozen=True)

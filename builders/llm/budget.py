@@ -1,0 +1,80 @@
+"""The recipe's spending cap (`budget.usd`) and the token estimates it and `fellowship plan` rely on.
+
+What counts: the cost of every answer the recipe's stages use, at the recipe's prices, whether it
+was paid in this build or earlier (a cached answer counts at its price). So re-running a build that
+stopped at its budget stops at the same place, and raising `budget.usd` lets it go on, paying only
+for calls never made. Each stage records what it used in a ledger beside the response cache
+(`spend/<recipe>.json`), so a stage knows what the stages before it used, in this process or in
+earlier ones (DVC runs each stage in a process of its own).
+
+Before each call, its worst case (estimated prompt tokens, `max_tokens` completion tokens) is
+reserved: a call that could take the total past the cap is not made; calls already in flight finish
+and are cached, then the stage fails with one line and writes no table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from builders.errors import BuildError
+from builders.llm.types import Message
+
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with BPE tokenizers
+TOKENS_PER_MESSAGE = 4  # role and separators
+
+
+def estimate_tokens(messages: list[Message]) -> int:
+    """Prompt tokens of `messages`, estimated from their length (no tokenizer is loaded)."""
+    return 3 + sum(TOKENS_PER_MESSAGE + -(-len(m["content"]) // CHARS_PER_TOKEN) for m in messages)
+
+
+class BudgetReached(BuildError):
+    """The next call could take the recipe past `budget.usd`."""
+
+
+class Ledger:
+    """What each stage of one recipe used, in US dollars: `<cache dir>/spend/<recipe>.json`."""
+
+    def __init__(self, cache_dir: Path, recipe: str):
+        self.path = Path(cache_dir) / "spend" / f"{recipe}.json"
+
+    def read(self) -> dict[str, float]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def record(self, stage: str, usd: float) -> None:
+        spent = {**self.read(), stage: round(usd, 8)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(spent, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+class Budget:
+    def __init__(self, limit_usd: float, *, earlier_usd: float = 0.0):
+        self.limit_usd = limit_usd
+        self.earlier_usd = earlier_usd  # what the recipe's other stages used
+        self.used_usd = 0.0  # what this stage used: answers paid now or earlier
+        self.reserved_usd = 0.0  # worst cases of the calls in flight
+
+    def reserve(self, worst_usd: float) -> None:
+        total = self.earlier_usd + self.used_usd + self.reserved_usd + worst_usd
+        if total > self.limit_usd:
+            raise BudgetReached(
+                f"budget reached: the next call could bring the recipe to ${total:.4f}, over budget.usd "
+                f"${self.limit_usd:g} (used: ${self.earlier_usd:.4f} by earlier stages, ${self.used_usd:.4f} by this one); "
+                "every finished call is cached: raise budget.usd and build again to go on"
+            )
+        self.reserved_usd += worst_usd
+
+    def settle(self, worst_usd: float, actual_usd: float) -> None:
+        self.reserved_usd -= worst_usd
+        self.used_usd += actual_usd
+
+    def count(self, usd: float) -> None:
+        """An answer this stage uses without a call (cached)."""
+        self.used_usd += usd
