@@ -52,6 +52,10 @@ class ResponseCache:
         self._db.execute(
             "create table if not exists responses (key text primary key, completion text not null, latency_s real not null)"
         )
+        self._db.execute(
+            "create table if not exists batch_jobs (file_id text primary key, endpoint text not null, "
+            "job_id text, keys text not null, state text not null)"
+        )
 
     def get(self, key: str) -> tuple[Completion, float] | None:
         row = self._db.execute("select completion, latency_s from responses where key = ?", (key,)).fetchone()
@@ -62,6 +66,26 @@ class ResponseCache:
     def put(self, key: str, completion: Completion, latency_s: float) -> None:
         blob = json.dumps(completion.stored(), ensure_ascii=False)
         self._db.execute("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
+
+    # The batch journal: one row per uploaded request file, written before its job is started, so a
+    # restart finds the job (or, after a crash between the two, the file it was started on) instead
+    # of submitting the same requests again. state: uploaded -> submitted -> done.
+
+    def journal_upload(self, file_id: str, endpoint: str, keys: list[str]) -> None:
+        self._db.execute("insert into batch_jobs values (?, ?, null, ?, 'uploaded')", (file_id, endpoint, json.dumps(keys)))
+
+    def journal_submit(self, file_id: str, job_id: str) -> None:
+        self._db.execute("update batch_jobs set job_id = ?, state = 'submitted' where file_id = ?", (job_id, file_id))
+
+    def journal_done(self, file_id: str) -> None:
+        self._db.execute("update batch_jobs set state = 'done' where file_id = ?", (file_id,))
+
+    def journal_open(self, endpoint: str) -> list[tuple[str, str | None, list[str]]]:
+        """(file id, job id or None, request keys) of the unfinished jobs on `endpoint`."""
+        rows = self._db.execute(
+            "select file_id, job_id, keys from batch_jobs where endpoint = ? and state != 'done' order by rowid", (endpoint,)
+        ).fetchall()
+        return [(f, j, json.loads(k)) for f, j, k in rows]
 
     def __len__(self) -> int:
         return self._db.execute("select count(*) from responses").fetchone()[0]

@@ -53,11 +53,14 @@ class Usage:
     tokens_out: int = 0
     cost_usd: float = 0.0  # paid in this run
     cached_cost_usd: float = 0.0  # what the cached answers cost when they were made (at today's prices)
+    batch_jobs: int = 0  # batch jobs started
+    batch_jobs_resumed: int = 0  # batch jobs found in the journal and waited for
 
     def summary(self) -> str:
+        jobs = f", {self.batch_jobs} batch jobs started, {self.batch_jobs_resumed} resumed" if self.batch_jobs or self.batch_jobs_resumed else ""
         return (
             f"{self.calls} calls, {self.cached} cached, {self.retries} retries, "
-            f"{self.tokens_in} tokens in, {self.tokens_out} out, ${self.cost_usd:.4f}"
+            f"{self.tokens_in} tokens in, {self.tokens_out} out, ${self.cost_usd:.4f}{jobs}"
         )
 
 
@@ -65,7 +68,7 @@ class Stopped(BuildError):
     """A call not made because the stage is stopping after another job's error."""
 
 
-def _retry_base() -> float:
+def retry_base() -> float:
     return float(os.environ.get("FELLOWSHIP_RETRY_BASE_S", "1.0"))
 
 
@@ -90,6 +93,7 @@ class Engine:
         self.cache = cache if cache is not None else ResponseCache()
         self.progress = progress
         self.usage = Usage()
+        self.by_model: dict[str, Usage] = {}  # the same, per recipe model
         self.ledger = Ledger(self.cache.path.parent, recipe.name)
         self.budget = None
         if recipe.budget is not None:
@@ -152,8 +156,9 @@ class Engine:
         if hit is not None:
             completion, latency = hit
             response = self._response(model, completion, latency, cached=True)
-            self.usage.cached += 1
-            self.usage.cached_cost_usd += response.cost_usd
+            for u in (self.usage, self.by_model.setdefault(model, Usage())):
+                u.cached += 1
+                u.cached_cost_usd += response.cost_usd
             if self.budget:
                 self.budget.count(response.cost_usd)
             return response
@@ -177,11 +182,11 @@ class Engine:
         response = self._response(model, completion, latency, cached=False)
         if self.budget:
             self.budget.settle(worst, response.cost_usd)
-        u = self.usage
-        u.calls += 1
-        u.tokens_in += completion.tokens_in
-        u.tokens_out += completion.tokens_out
-        u.cost_usd += response.cost_usd
+        for u in (self.usage, self.by_model.setdefault(model, Usage())):
+            u.calls += 1
+            u.tokens_in += completion.tokens_in
+            u.tokens_out += completion.tokens_out
+            u.cost_usd += response.cost_usd
         return response
 
     @staticmethod
@@ -232,7 +237,7 @@ class Engine:
                     f"(after {attempt + 1} attempt{'s' if attempt else ''})",
                     retryable=False,
                 ) from error
-            backoff = min(60.0, _retry_base() * 2**attempt) * (0.5 + random.random() / 2)
+            backoff = min(60.0, retry_base() * 2**attempt) * (0.5 + random.random() / 2)
             delay = max(error.retry_after or 0.0, backoff)
             log.debug("model %s: %s; retrying in %.2fs", model, error, delay)
             self.usage.retries += 1

@@ -97,7 +97,7 @@ class AdaptiveLimiter:
         self._clock = clock
         self._recent: deque[bool] = deque(maxlen=max(MIN_WINDOW, ceiling))  # True for a 429
         self._last_cut = -1e9
-        self._call_s = 1.0  # running mean of a call's duration
+        self._call_s = 0.0  # running mean of a call's duration (0 until the first answer)
         self._waiters: deque[asyncio.Future] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -140,7 +140,7 @@ class AdaptiveLimiter:
 
     def succeeded(self, duration_s: float, info: RateLimit | None = None) -> None:
         self._recent.append(False)
-        self._call_s = 0.9 * self._call_s + 0.1 * duration_s
+        self._call_s = 0.9 * self._call_s + 0.1 * duration_s if self._call_s else duration_s
         self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
         if info is not None:
             self.hold(info.wait_s())

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import inspect
 import json
 import time
 from types import ModuleType
 
 from builders.errors import ProviderError
+from builders.llm.batch_api import OpenAIBatchAPI, TogetherBatchAPI
+from builders.llm.limiter import rate_limit
 from builders.llm.types import Completion, Message, OutputFormat
 from builders.recipe import ModelSpec
 
@@ -50,6 +53,7 @@ class ChatSDKProvider:
     sdk_name = "openai"
     client_class = "AsyncOpenAI"
     max_tokens_param = "max_tokens"
+    batch_api_class: type | None = None  # the provider's batch API (builders.llm.batch_api), if it has one
 
     def __init__(self, spec: ModelSpec, *, api_key: str | None):
         self.spec = spec
@@ -58,27 +62,32 @@ class ChatSDKProvider:
         if spec.base_url:
             kwargs["base_url"] = self.base_url(spec.base_url)
         self.client = getattr(self.sdk, self.client_class)(**kwargs)
+        if self.batch_api_class is not None:
+            self.batch_api = self.batch_api_class(self.client)
 
     @staticmethod
     def base_url(url: str) -> str:
         return url
 
-    def _params(self, sampling: dict, sample_index: int) -> dict:
-        params = {"temperature": sampling["temperature"], self.max_tokens_param: sampling["max_tokens"]}
+    def request(self, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int) -> dict:
+        """The chat-completions request body for one call (sent live, or as a line of a batch job)."""
+        params = {"model": self.spec.model, "messages": messages, "temperature": sampling["temperature"],
+                  self.max_tokens_param: sampling["max_tokens"]}
         if sampling.get("top_p") is not None:
             params["top_p"] = sampling["top_p"]
         if sampling.get("seed") is not None:
             params["seed"] = sampling["seed"] + sample_index  # independent samples get their own seed
-        return params
+        return params | _response_format(output)
 
     async def complete(
         self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
     ) -> Completion:
         sdk = self.sdk
         try:
-            response = await self.client.chat.completions.create(
-                model=self.spec.model, messages=messages, **self._params(sampling, sample_index), **_response_format(output)
-            )
+            raw = await self.client.chat.completions.with_raw_response.create(**self.request(messages, sampling, output, sample_index))
+            response = raw.parse()
+            if inspect.isawaitable(response):
+                response = await response
         except sdk.APIStatusError as e:
             status = e.status_code
             retryable = status >= 500 or status in RETRYABLE_STATUS
@@ -102,6 +111,7 @@ class ChatSDKProvider:
             tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
             tokens_out=getattr(usage, "completion_tokens", 0) or 0,
             finish_reason=choice.finish_reason,
+            ratelimit=rate_limit(raw.headers),
         )
 
 
@@ -119,6 +129,7 @@ def _short(e: Exception) -> str:
 
 class OpenAIProvider(ChatSDKProvider):
     max_tokens_param = "max_completion_tokens"
+    batch_api_class = OpenAIBatchAPI
 
 
 class OpenAICompatibleProvider(ChatSDKProvider):
@@ -131,6 +142,7 @@ class OpenAICompatibleProvider(ChatSDKProvider):
 class TogetherProvider(ChatSDKProvider):
     sdk_name = "together"
     client_class = "AsyncTogether"
+    batch_api_class = TogetherBatchAPI
 
     @staticmethod
     def base_url(url: str) -> str:
