@@ -150,7 +150,8 @@ class Batcher:
                 for text in (await self._retried(model, api.read, file_id)).splitlines():
                     if text.strip():
                         key, result = parse_result(json.loads(text))
-                        results[key] = result
+                        if result is not None:
+                            results[key] = result
         return results
 
     def _live(self, key: str, call: _Call, why: str) -> None:

@@ -36,11 +36,17 @@ def line(custom_id: str, body: dict) -> dict:
     return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
 
 
-def parse_result(row: dict) -> tuple[str, Completion | str]:
-    """(custom_id, the completion) for an answered line, (custom_id, why) for a failed one."""
+UNANSWERED = {"batch_expired", "batch_cancelled"}  # error codes of lines a job never got to
+
+
+def parse_result(row: dict) -> tuple[str, Completion | str | None]:
+    """(custom_id, the completion) for an answered line, (custom_id, why) for a failed one,
+    (custom_id, None) for one the job never got to."""
     custom_id = row.get("custom_id", "")
     response = row.get("response") or {}
     body = response.get("body") or {}
+    if isinstance(row.get("error"), dict) and row["error"].get("code") in UNANSWERED:
+        return custom_id, None
     if row.get("error") or response.get("status_code") != 200 or not body.get("choices"):
         error = row.get("error") or body.get("error") or {"message": f"status {response.get('status_code')}"}
         return custom_id, str(error.get("message", error) if isinstance(error, dict) else error)

@@ -8,12 +8,15 @@ for calls never made. Each stage records what it used in a ledger beside the res
 earlier ones (DVC runs each stage in a process of its own).
 
 Before each call, its worst case (estimated prompt tokens, `max_tokens` completion tokens) is
-reserved: a call that could take the total past the cap is not made; calls already in flight finish
-and are cached, then the stage fails with one line and writes no table.
+reserved: a call that could take the total past the cap waits for the calls in flight to settle,
+and is not made if it still could; calls already in flight finish and are cached, then the stage
+fails with one line and writes no table. A re-run with the same cap may make a few more calls (the
+answers of the first are now known to cost less than their worst case), never passing the cap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -61,15 +64,23 @@ class Budget:
         self.used_usd = 0.0  # what this stage used: answers paid now or earlier
         self.reserved_usd = 0.0  # worst cases of the calls in flight
 
-    def reserve(self, worst_usd: float) -> None:
-        total = self.earlier_usd + self.used_usd + self.reserved_usd + worst_usd
-        if total > self.limit_usd:
-            raise BudgetReached(
+    async def reserve(self, worst_usd: float) -> None:
+        """Hold `worst_usd` for a call, waiting for calls in flight to settle (they usually cost far
+        less than their worst case) before deciding that it does not fit."""
+        while True:
+            total = self.earlier_usd + self.used_usd + self.reserved_usd + worst_usd
+            if total <= self.limit_usd:
+                self.reserved_usd += worst_usd
+                return
+            if self.reserved_usd <= 1e-12:
+                break
+            await asyncio.sleep(0.01)
+        total = self.earlier_usd + self.used_usd + worst_usd
+        raise BudgetReached(
                 f"budget reached: the next call could bring the recipe to ${total:.4f}, over budget.usd "
                 f"${self.limit_usd:g} (used: ${self.earlier_usd:.4f} by earlier stages, ${self.used_usd:.4f} by this one); "
                 "every finished call is cached: raise budget.usd and build again to go on"
             )
-        self.reserved_usd += worst_usd
 
     def settle(self, worst_usd: float, actual_usd: float) -> None:
         self.reserved_usd -= worst_usd

@@ -168,7 +168,7 @@ class Engine:
             completion, latency = self._stand_in(spec, messages, output, sample_index), 0.0
         else:
             if self.budget:
-                self.budget.reserve(worst)
+                await self.budget.reserve(worst)
             try:
                 if self._batched(model):
                     completion, latency = await self._batch().complete(model, key, messages, sampling, output, sample_index)
