@@ -34,7 +34,7 @@ from builders.llm.budget import Budget, Ledger, estimate_tokens
 from builders.llm.cache import ResponseCache, cache_key
 from builders.llm.fake import auto_answer
 from builders.llm.limiter import AdaptiveLimiter
-from builders.llm.registry import create_provider, identity
+from builders.llm.registry import create_provider, identity, provider_class
 from builders.llm.types import ChatResponse, Completion, Message, OutputFormat, Provider
 from builders.recipe import ModelSpec, Recipe, StageOptions
 
@@ -131,7 +131,8 @@ class Engine:
         return self._limiters[key]
 
     def _batched(self, model: str) -> bool:
-        return self.options.batch and not self.dry_run and hasattr(self._providers.get(model), "batch_api")
+        """True when `model`'s calls in this stage go through its provider's batch API."""
+        return self.options.batch and getattr(provider_class(self.spec(model)), "batch_api_class", None) is not None
 
     def _price_share(self, model: str) -> float:
         return self.spec(model).price.batch if self._batched(model) else 1.0
