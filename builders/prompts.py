@@ -36,8 +36,23 @@ DEBATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
 }
 
 
+_KNOWN: dict[int, tuple[Recipe, dict]] = {}  # id -> (recipe, its templates): rendering is per call
+
+
 def templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
-    """Every template the recipe uses: recipe field -> (file, placeholders its builder supplies)."""
+    """Every template the recipe uses: recipe field -> (file, placeholders its builder supplies).
+    Worked out once per recipe object (recipes are frozen); do not change the returned dict."""
+    known = _KNOWN.get(id(recipe))
+    if known is not None and known[0] is recipe:
+        return known[1]
+    if len(_KNOWN) >= 64:
+        _KNOWN.clear()
+    out = _templates(recipe)
+    _KNOWN[id(recipe)] = (recipe, out)
+    return out
+
+
+def _templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
     out = _generation_templates(recipe, recipe.generation, "generation")
     for name, (kind, entry) in (recipe.compare.entries().items() if recipe.compare else []):
         out |= _generation_templates(recipe, entry, f"compare.{kind}.{name}")

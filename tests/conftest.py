@@ -22,6 +22,11 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("FELLOWSHIP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FELLOWSHIP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FELLOWSHIP_RETRY_BASE_S", "0")
+    # the datasets library caches what it loads by folder name: a test must never read another's
+    import datasets.config
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
     for variable in KEY_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
 

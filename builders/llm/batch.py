@@ -37,7 +37,15 @@ class _Call:
     model: str
     body: dict  # the chat-completions request
     args: tuple  # messages, sampling, output, sample_index: for a live retry
-    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future = field(default_factory=lambda: _future())
+
+
+def _future() -> asyncio.Future:
+    """A future for a call's answer; its failure is read here too, so a call whose caller has gone
+    (the stage stopping) leaves no "exception was never retrieved" warning."""
+    future = asyncio.get_running_loop().create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
 
 
 class Batcher:

@@ -207,23 +207,24 @@ class Engine:
     async def _call_with_retries(
         self, model: str, spec: ModelSpec, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int
     ) -> tuple[Completion, float]:
-        """One call, retried; returns the completion and the seconds from first try to answer.
-        Waiting for a retry happens outside the limiter, so it holds no slot."""
+        """One call, retried; returns the completion and the seconds from its first sending to its
+        answer (time queued for the limiter not included). Waiting to retry holds no slot."""
         provider, limiter = self._providers[model], self.limiter(model)
-        start = time.perf_counter()
+        first_sent = None
         for attempt in range(spec.max_retries + 1):
-            await limiter.acquire()
+            await limiter.acquire(first=attempt > 0)
             if self._stop is not None:
                 limiter.release()
                 raise Stopped("stopped")
             sent = time.perf_counter()
+            first_sent = first_sent or sent
             try:
                 completion = await asyncio.wait_for(
                     provider.complete(messages, sampling=sampling, output=output, sample_index=sample_index),
                     timeout=spec.timeout_s,
                 )
                 limiter.succeeded(time.perf_counter() - sent, completion.ratelimit)
-                return completion, time.perf_counter() - start
+                return completion, time.perf_counter() - first_sent
             except TimeoutError:
                 error = ProviderError(f"timed out after {spec.timeout_s:g}s", retryable=True)
             except ProviderError as e:

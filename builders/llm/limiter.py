@@ -104,12 +104,17 @@ class AdaptiveLimiter:
     def _free(self) -> bool:
         return self.in_flight < max(1, int(self.limit)) and self._clock() >= self.resume_at
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, first: bool = False) -> None:
+        """Wait for a slot; `first` (a retry) goes ahead of calls not yet tried, so a retried call
+        does not wait behind the whole queue again."""
         if not self._waiters and self._free():
             self.in_flight += 1
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         self._wake()
         try:
             await waiter  # granted: in_flight already counts this call
