@@ -2,6 +2,8 @@
 
 Schemas are declared here, never inferred from data. `write_table` checks a frame against its
 schema and primary key and replaces the file atomically, so a killed build never leaves half a table.
+Tables are sorted by primary key, except those a stage streams (`TableWriter`: `candidates` of a
+generating workflow), which are in their items' order.
 """
 
 from __future__ import annotations
@@ -382,10 +384,11 @@ def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
 
 class TableWriter:
     """Write a table as its rows come, in memory that does not grow with the table: rows go to a
-    hidden file a chunk at a time; `close` checks the primary key, sorts by it out of core (DuckDB)
-    and replaces the table atomically. Leaving the `with` block on an error removes the hidden file,
-    so a failed or killed stage never leaves half a table (a kill leaves only a hidden file, which the
-    next writer of the table removes)."""
+    hidden file a chunk at a time, in the order given (a stage gives them in its items' order, so
+    the file is the same from one build to the next); `close` replaces the table atomically. The
+    primary key is checked as rows come (only the keys are kept). Leaving the `with` block on an
+    error removes the hidden file, so a failed or killed stage never leaves half a table (a kill
+    leaves only a hidden file, which the next writer of the table removes)."""
 
     CHUNK_ROWS = 1000
 
@@ -397,10 +400,16 @@ class TableWriter:
             stale.unlink(missing_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._rows: list[dict] = []
+        self._keys: set[tuple] = set()
         self._writer = None
         self.rows = 0
 
     def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            key = tuple(row[k] for k in self.table.primary_key)
+            if key in self._keys:
+                raise TableError(f"table {self.table.name}: duplicate primary key {dict(zip(self.table.primary_key, key))}")
+            self._keys.add(key)
         self._rows.extend(rows)
         if len(self._rows) >= self.CHUNK_ROWS:
             self._flush()
@@ -420,23 +429,9 @@ class TableWriter:
         self._rows = []
 
     def close(self) -> Path:
-        import duckdb
-
         self._flush()
         self._writer.close()
-        key = ", ".join(f'"{k}"' for k in self.table.primary_key)
-        sorted_tmp = self._tmp.with_name(self._tmp.name + "-sorted")
-        db = duckdb.connect(config={"memory_limit": "256MB", "threads": 1, "temp_directory": str(self.path.parent / ".duckdb-tmp")})
-        try:
-            source = f"read_parquet('{self._tmp}')"
-            dupe = db.execute(f"select {key} from {source} group by {key} having count(*) > 1 limit 1").fetchone()
-            if dupe:
-                raise TableError(f"table {self.table.name}: duplicate primary key {dict(zip(self.table.primary_key, dupe))}")
-            db.execute(f"copy (select * from {source} order by {key}) to '{sorted_tmp}' (format parquet, compression zstd)")
-        finally:
-            db.close()
-            self._tmp.unlink(missing_ok=True)
-        os.replace(sorted_tmp, self.path)
+        os.replace(self._tmp, self.path)
         return self.path
 
     def __enter__(self) -> "TableWriter":

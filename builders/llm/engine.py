@@ -69,7 +69,15 @@ class Stopped(BuildError):
 
 
 def retry_base() -> float:
-    return float(os.environ.get("FELLOWSHIP_RETRY_BASE_S", "1.0"))
+    return float(os.environ.get("FELLOWSHIP_RETRY_BASE_S", "0.5"))
+
+
+def retry_delay(attempt: int, retry_after: float | None) -> float:
+    """Seconds before retry `attempt + 1`: what the provider's Retry-After says when it says it
+    (up to a minute), else exponential backoff from 0.5 s up to 8 s with jitter, as the official SDKs do."""
+    if retry_after is not None:
+        return min(60.0, retry_after)
+    return min(8.0, retry_base() * 2**attempt) * (0.75 + random.random() / 4)
 
 
 class Engine:
@@ -239,8 +247,7 @@ class Engine:
                     f"(after {attempt + 1} attempt{'s' if attempt else ''})",
                     retryable=False,
                 ) from error
-            backoff = min(60.0, retry_base() * 2**attempt) * (0.5 + random.random() / 2)
-            delay = max(error.retry_after or 0.0, backoff)
+            delay = retry_delay(attempt, error.retry_after)
             log.debug("model %s: %s; retrying in %.2fs", model, error, delay)
             self.usage.retries += 1
             await asyncio.sleep(delay)
@@ -257,39 +264,48 @@ class Engine:
         return asyncio.run(job)
 
     async def stream(self, jobs: Iterable[Awaitable[T]], *, total: int, desc: str) -> AsyncIterator[T]:
-        """Run `jobs` (taken from the iterable only as room frees up) and yield each result as it
-        is done. After a failure no new job or call starts; those in flight finish, then the
-        failure is raised (a BuildError in preference to the `Stopped` calls it caused)."""
+        """Run `jobs` (taken from the iterable only as room frees up) and yield their results in
+        the jobs' order. At most `window` jobs run at once; results done ahead of an earlier, slower
+        job wait for it, up to ten windows of them, before new jobs start. After a failure no new
+        job or call starts; those in flight finish, then the failure is raised (a BuildError in
+        preference to the `Stopped` calls it caused)."""
         bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not self.progress, unit="item", leave=True)
-        pending = iter(jobs)
-        running: set[asyncio.Future] = set()
+        pending = enumerate(jobs)
+        running: dict[asyncio.Future, int] = {}
         finished: asyncio.Queue[asyncio.Future] = asyncio.Queue()
+        ready: dict[int, T] = {}  # results waiting for an earlier job
         failures: list[BaseException] = []
+        started = next_out = 0
 
         def launch() -> None:
-            while self._stop is None and len(running) < self._window:
-                job = next(pending, None)
+            nonlocal started
+            while self._stop is None and len(running) < self._window and started - next_out < 10 * self._window:
+                index, job = next(pending, (None, None))
                 if job is None:
                     return
                 task = asyncio.ensure_future(job)
-                running.add(task)
+                running[task] = index
+                started += 1
                 task.add_done_callback(finished.put_nowait)
 
         try:
             launch()
             while running:
                 task = await finished.get()
-                running.discard(task)
+                index = running.pop(task)
                 if task.cancelled() or task.exception() is not None:
                     error = asyncio.CancelledError() if task.cancelled() else task.exception()
                     failures.append(error)
                     self._stop = self._stop or error
                     continue
+                ready[index] = task.result()
                 bar.update(1)
                 if self.progress:
                     u = self.usage
                     bar.set_postfix_str(f"calls={u.calls} cached={u.cached} ${u.cost_usd:.4f}", refresh=False)
-                yield task.result()
+                while next_out in ready and not failures:
+                    yield ready.pop(next_out)
+                    next_out += 1
                 launch()
         finally:
             bar.close()
@@ -301,15 +317,8 @@ class Engine:
             raise next((e for e in failures if isinstance(e, BuildError) and not isinstance(e, Stopped)), failures[0])
 
     async def gather(self, jobs: Iterable[Awaitable[T]], *, total: int, desc: str) -> list[T]:
-        """`stream`, with the results in the jobs' order."""
-
-        async def numbered(i: int, job: Awaitable[T]) -> tuple[int, T]:
-            return i, await job
-
-        results: list = [None] * total
-        async for i, result in self.stream((numbered(i, j) for i, j in enumerate(jobs)), total=total, desc=desc):
-            results[i] = result
-        return results
+        """`stream`, collected."""
+        return [result async for result in self.stream(jobs, total=total, desc=desc)]
 
     def record_spend(self) -> None:
         """Write what this stage used to the recipe's ledger (the budget of later stages reads it)."""
