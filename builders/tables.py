@@ -386,7 +386,7 @@ class TableWriter:
     """Write a table as its rows come, in memory that does not grow with the table: rows go to a
     hidden file a chunk at a time, in the order given (a stage gives them in its items' order, so
     the file is the same from one build to the next); `close` replaces the table atomically. The
-    primary key is checked as rows come (only the keys are kept). Leaving the `with` block on an
+    primary key is checked as rows come (only a 64-bit hash of each key is kept). Leaving the `with` block on an
     error removes the hidden file, so a failed or killed stage never leaves half a table (a kill
     leaves only a hidden file, which the next writer of the table removes)."""
 
@@ -400,16 +400,17 @@ class TableWriter:
             stale.unlink(missing_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._rows: list[dict] = []
-        self._keys: set[tuple] = set()
+        self._keys: set[int] = set()
         self._writer = None
         self.rows = 0
 
     def write(self, rows: list[dict]) -> None:
         for row in rows:
             key = tuple(row[k] for k in self.table.primary_key)
-            if key in self._keys:
+            digest = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big")
+            if digest in self._keys:
                 raise TableError(f"table {self.table.name}: duplicate primary key {dict(zip(self.table.primary_key, key))}")
-            self._keys.add(key)
+            self._keys.add(digest)
         self._rows.extend(rows)
         if len(self._rows) >= self.CHUNK_ROWS:
             self._flush()

@@ -65,3 +65,20 @@ def test_seeded_sample_is_stable(project):
     assert len(first) == 5 and _build_items(project, source)["item_id"].to_list() == first
     other = _build_items(project, source.replace("seed: 3", "seed: 4"))["item_id"].to_list()
     assert other != first
+
+
+def test_a_streamed_table_is_written_whole_or_not_at_all(tmp_path):
+    from builders.errors import TableError
+    from builders.tables import ITEMS, TableWriter
+
+    row = {"item_id": "a", "prompt": "p", "source_row": 0, "source_id": None}
+    (tmp_path / ".items.parquet.tmp-99999").write_text("left by a killed build")
+    with pytest.raises(TableError, match=r"duplicate primary key \{'item_id': 'a'\}"):
+        with TableWriter(ITEMS, tmp_path) as out:
+            out.write([row] * 1)
+            out.write([row | {"prompt": "q"}])
+    assert list(tmp_path.iterdir()) == []  # no table, no hidden file: the stale one was removed too
+    with TableWriter(ITEMS, tmp_path) as out:
+        out.write([row | {"item_id": f"i{k}", "source_row": k} for k in range(2500)])
+    import polars as pl
+    assert pl.read_parquet(tmp_path / "items.parquet")["source_row"].to_list() == list(range(2500))
