@@ -148,7 +148,8 @@ def test_a_job_started_but_not_journaled_is_found_by_its_file(project, tmp_path,
 
         monkeypatch.setattr(batch_api.OpenAIBatchAPI, "create", original)
         engine = run_stage(recipe, "candidates", progress=False)
-    assert len(server.batches_created) == ROUNDS and engine.usage.batch_jobs == ROUNDS  # the orphan was adopted
+    assert len(server.batches_created) == ROUNDS  # the orphan was adopted, not sent again
+    assert (engine.usage.batch_jobs, engine.usage.batch_jobs_resumed) == (ROUNDS - 1, 1)
 
 
 def _endpoints(recipe):

@@ -114,12 +114,14 @@ class Batcher:
                 raise
 
     async def _follow(self, model: str, api, endpoint: str, file_id: str, job_id: str | None, keys: list[str], calls: dict[str, _Call]) -> None:
-        if job_id is None:
-            job_id = await self._retried(model, api.find, file_id) or await self._retried(
-                model, api.create, file_id, {"fellowship": endpoint[:500]}
-            )
+        if job_id is None:  # uploaded; started too, if a build was killed before writing its id down
+            job_id = await self._retried(model, api.find, file_id)
+            if job_id is None:
+                job_id = await self._retried(model, api.create, file_id, {"fellowship": endpoint[:500]})
+                self.engine.usage.batch_jobs += 1
+            else:
+                self.engine.usage.batch_jobs_resumed += 1
             self.engine.cache.journal_submit(file_id, job_id)
-            self.engine.usage.batch_jobs += 1
         else:
             self.engine.usage.batch_jobs_resumed += 1
         log.info("batch job %s (%d requests) for %s", job_id, len(keys), model)
