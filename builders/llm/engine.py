@@ -227,10 +227,8 @@ class Engine:
             sent = time.perf_counter()
             first_sent = first_sent or sent
             try:
-                completion = await asyncio.wait_for(
-                    provider.complete(messages, sampling=sampling, output=output, sample_index=sample_index),
-                    timeout=spec.timeout_s,
-                )
+                async with asyncio.timeout(spec.timeout_s):  # no extra task per call, unlike wait_for
+                    completion = await provider.complete(messages, sampling=sampling, output=output, sample_index=sample_index)
                 limiter.succeeded(time.perf_counter() - sent, completion.ratelimit)
                 return completion, time.perf_counter() - first_sent
             except TimeoutError:
@@ -266,7 +264,7 @@ class Engine:
     async def stream(self, jobs: Iterable[Awaitable[T]], *, total: int, desc: str) -> AsyncIterator[T]:
         """Run `jobs` (taken from the iterable only as room frees up) and yield their results in
         the jobs' order. At most `window` jobs run at once; results done ahead of an earlier, slower
-        job wait for it, up to ten windows of them, before new jobs start. After a failure no new
+        job wait for it, up to another window of them, before new jobs start. After a failure no new
         job or call starts; those in flight finish, then the failure is raised (a BuildError in
         preference to the `Stopped` calls it caused)."""
         bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not self.progress, unit="item", leave=True)
@@ -279,7 +277,7 @@ class Engine:
 
         def launch() -> None:
             nonlocal started
-            while self._stop is None and len(running) < self._window and started - next_out < 10 * self._window:
+            while self._stop is None and len(running) < self._window and started - next_out < 2 * self._window:
                 index, job = next(pending, (None, None))
                 if job is None:
                     return
