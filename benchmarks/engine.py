@@ -506,7 +506,9 @@ def memory_child(recipe_path: Path, data_root: Path) -> None:
     started = time.perf_counter()
     engine = run_stage(recipe, "candidates", data_root=data_root, progress=False)
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent at fork and exec, so a child
+    # of a big parent (the `all` command, after its in-process speed runs) would report the parent's size
+    peak = rss_mb(os.getpid(), "VmHWM")
     rows = pl.scan_parquet(candidates_path(data_root)).select(pl.len()).collect().item()
     print(json.dumps({"baseline_rss_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1), "wall_s": round(wall, 2),
                       "rows": rows, **usage_from_engine(engine, "")}))
