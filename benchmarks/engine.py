@@ -58,7 +58,6 @@ import platform
 import pstats
 import random
 import re
-import resource
 import select
 import shlex
 import signal

@@ -385,14 +385,16 @@ def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
 class TableWriter:
     """Write a table as its rows come, in memory that does not grow with the table: rows go to a
     hidden file a chunk at a time, in the order given (a stage gives them in its items' order, so
-    the file is the same from one build to the next); `close` replaces the table atomically. The
-    primary key is checked as rows come (only a 64-bit hash of each key is kept). Leaving the `with` block on an
-    error removes the hidden file, so a failed or killed stage never leaves half a table (a kill
-    leaves only a hidden file, which the next writer of the table removes)."""
+    the file is the same from one build to the next); `close` checks the primary key and replaces
+    the table atomically. Only a 64-bit hash of each key is kept, in one flat array (no object per
+    row). Leaving the `with` block on an error removes the hidden file, so a failed or killed stage
+    never leaves half a table (a kill leaves only a hidden file, which the next writer removes)."""
 
     CHUNK_ROWS = 1000
 
     def __init__(self, table: Table, data_dir: Path | str):
+        from array import array
+
         self.table = table
         self.path = table.path(data_dir)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,17 +402,16 @@ class TableWriter:
             stale.unlink(missing_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._rows: list[dict] = []
-        self._keys: set[int] = set()
+        self._digests = array("Q")
         self._writer = None
         self.rows = 0
 
+    def _digest(self, row: dict) -> int:
+        key = repr(tuple(row[k] for k in self.table.primary_key))
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
     def write(self, rows: list[dict]) -> None:
-        for row in rows:
-            key = tuple(row[k] for k in self.table.primary_key)
-            digest = int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big")
-            if digest in self._keys:
-                raise TableError(f"table {self.table.name}: duplicate primary key {dict(zip(self.table.primary_key, key))}")
-            self._keys.add(digest)
+        self._digests.extend(self._digest(row) for row in rows)
         self._rows.extend(rows)
         if len(self._rows) >= self.CHUNK_ROWS:
             self._flush()
@@ -429,9 +430,21 @@ class TableWriter:
         self.rows += len(self._rows)
         self._rows = []
 
+    def _check_keys(self) -> None:
+        import numpy as np
+
+        digests = np.sort(np.frombuffer(self._digests, dtype=np.uint64))
+        repeated = digests[1:][digests[1:] == digests[:-1]]
+        if repeated.size:  # find the key again, in the rows written
+            for row in scan_table(self.table, self._tmp.parent, tmp=self._tmp)[1]:
+                if self._digest(row) == int(repeated[0]):
+                    key = {k: row[k] for k in self.table.primary_key}
+                    raise TableError(f"table {self.table.name}: duplicate primary key {key}")
+
     def close(self) -> Path:
         self._flush()
         self._writer.close()
+        self._check_keys()
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -439,19 +452,22 @@ class TableWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            if self._writer is not None:
+        try:
+            if exc_type is None:
+                self.close()
+        finally:
+            if self._writer is not None and exc_type is not None:
                 self._writer.close()
             self._tmp.unlink(missing_ok=True)
 
 
-def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024):
-    """(number of rows, an iterator over its rows as dicts) of a table, read a batch at a time."""
+def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024,
+               *, tmp: Path | None = None):
+    """(number of rows, an iterator over its rows as dicts) of a table (or of the hidden file `tmp`
+    a TableWriter is writing), read a batch at a time."""
     import pyarrow.parquet as pq
 
-    path = table.path(data_dir)
+    path = tmp or table.path(data_dir)
     if not path.exists():
         raise TableError(f"{path} does not exist: run the `{table.name}` stage first")
     schema = pl.read_parquet_schema(path)
