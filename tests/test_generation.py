@@ -22,8 +22,9 @@ def test_review_parsing():
 def _run(project, *, reviewers: int):
     path = tiny_recipe(project)
     text = path.read_text().replace("sample: 4", "sample: 1")
-    if reviewers == 2:
+    if reviewers == 2:  # a second reviewer on another model: the same model would share cached answers
         text = text.replace("reviewers: [reviewer]", "reviewers: [reviewer, judge]")
+        text = text.replace("judge: {provider: fake, model: auto}", "judge: {provider: fake, model: echo}")
     path.write_text(text)
     recipe = load_recipe(path)
     writer = FakeProvider(recipe.models["writer"], script=["first answer", "second answer", "third answer"])
