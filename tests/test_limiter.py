@@ -47,7 +47,7 @@ def test_a_storm_halves_the_limit_holds_new_calls_and_successes_ramp_it_back():
         limiter = AdaptiveLimiter(16)
         for _ in range(16):
             limiter.succeeded(0.01)
-        for _ in range(8):  # a third of recent answers are 429s
+        for _ in range(12):  # half of the recent answers are 429s by the 8th
             limiter.rate_limited(0.3)
         cut, held_until = limiter.limit, limiter.resume_at
         started = time.monotonic()

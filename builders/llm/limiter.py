@@ -8,7 +8,7 @@ How a limiter adapts:
 - it starts at the model's `concurrency` (the ceiling) and never goes above it;
 - a 429 alone is not a storm: providers answer a few of them under normal load, and the failed call
   just waits (Retry-After, or backoff) outside the limiter before trying again;
-- when 429s make up a quarter or more of the recent answers, the limit is halved (at most once per
+- when 429s make up half or more of the recent answers, the limit is halved (at most once per
   typical call duration) and new calls wait out the Retry-After the provider gave;
 - rate-limit headers (`x-ratelimit-remaining-requests`/`-tokens` at 0, with their reset times) hold
   new calls until the window resets, before any 429;
@@ -23,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-STORM_SHARE = 0.25  # share of 429s among recent answers that counts as a storm
+STORM_SHARE = 0.5  # share of 429s among recent answers that counts as a storm (10% random 429s never reach it)
 MIN_WINDOW = 8  # answers needed before a share is judged
 
 
