@@ -66,10 +66,14 @@ class Batcher:
         if call is None:
             body = self.engine._providers[model].request(messages, sampling, output, sample_index)
             call = self.pending[key] = _Call(model, body, (messages, sampling, output, sample_index))
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.ensure_future(self._send_when_settled())
+            self._wake_sender()
         completion = await asyncio.shield(call.future)
         return completion, time.perf_counter() - started
+
+    def _wake_sender(self) -> None:
+        """Make sure a task will send the pending calls once they settle."""
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._send_when_settled())
 
     async def _send_when_settled(self) -> None:
         seen = -1
@@ -150,8 +154,7 @@ class Batcher:
             else:  # never answered (job expired or cancelled): into the next job
                 del self.sent[key]
                 self.pending[key] = call
-                if self._flusher is None or self._flusher.done():
-                    self._flusher = asyncio.ensure_future(self._send_when_settled())
+                self._wake_sender()
 
     async def _results(self, model: str, api, state: JobState) -> dict[str, Completion | str]:
         results: dict[str, Completion | str] = {}
