@@ -98,6 +98,7 @@ class Engine:
         self._providers: dict[str, Provider] = dict(providers or {})
         self._limiters: dict[tuple, AdaptiveLimiter] = {}
         self._identities: dict[str, dict] = {}
+        self._batch_models: dict[str, bool] = {}
         self.cache = cache if cache is not None else ResponseCache()
         self.progress = progress
         self.usage = Usage()
@@ -139,8 +140,12 @@ class Engine:
         return self._limiters[key]
 
     def _batched(self, model: str) -> bool:
-        """True when `model`'s calls in this stage go through its provider's batch API."""
-        return self.options.batch and getattr(provider_class(self.spec(model)), "batch_api_class", None) is not None
+        """True when `model`'s calls in this stage go through its provider's batch API (worked out
+        once per model: it is asked twice a call)."""
+        if model not in self._batch_models:
+            has_api = getattr(provider_class(self.spec(model)), "batch_api_class", None) is not None
+            self._batch_models[model] = self.options.batch and has_api
+        return self._batch_models[model]
 
     def _price_share(self, model: str) -> float:
         return self.spec(model).price.batch if self._batched(model) else 1.0
