@@ -315,7 +315,10 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         msg = msg.removeprefix("Value error, ")
-        problems.append(f"{_loc(e['loc'])}: {msg}")
+        loc = e["loc"]
+        if loc and loc[-1] == "[key]":  # a mapping's key, not its value, is wrong: name the key
+            loc, msg = loc[:-1], msg.replace("Input should be", "key should be", 1)
+        problems.append(f"{_loc(loc)}: {msg}")
     return problems
 
 

@@ -189,3 +189,20 @@ def test_jury_settings_are_checked(project):
     replace(path, "members: [judge, reviewer]", "members: [judge, writer]")
     replace(path, "mode: jury", "mode: debate")
     assert_one_line_error(project, path, "judge.mode: `debate` goes with judge.panel.debate", command="validate")
+
+
+def test_budget_and_stage_options_are_checked(project):
+    path = tiny_recipe(project)
+    text = path.read_text()
+    path.write_text(text + "budget: {usd: -1}\n")
+    assert_one_line_error(project, path, "budget.usd: Input should be greater than 0", command="validate")
+    path.write_text(text + "budget: {usd: 5, dollars: 5}\n")
+    assert_one_line_error(project, path, "budget.dollars: unknown key", command="validate")
+    path.write_text(text + "stages: {verdicts: {batch: true}}\n")
+    assert_one_line_error(project, path, "stages.verdicts: key should be 'candidates', 'debates', 'scores'", command="validate")
+    path.write_text(text + "stages: {scores: {batch: true, poll: 5}}\n")
+    assert_one_line_error(project, path, "stages.scores.poll: unknown key", command="validate")
+    path.write_text(text + "stages: {scores: {batch: yes please}}\n")
+    assert_one_line_error(project, path, "stages.scores.batch", "boolean", command="validate")
+    path.write_text(text + "budget: {usd: 5}\nstages: {candidates: {batch: true, poll_s: 1}}\n")
+    assert run_cli("validate", str(path), cwd=project).returncode == 0
