@@ -11,6 +11,7 @@ from types import ModuleType
 
 from builders import candidates, debates, dpo, items, kto, labels, matches, picks, scores, verdicts, win_rates
 from builders.llm.engine import Engine
+from builders.memory import use_system_arrow_pool
 from builders.llm.types import Provider
 from builders.recipe import LLM_STAGES, Recipe
 from builders.tables import TABLES
@@ -49,6 +50,7 @@ def run_stage(
     data_dir = (data_root or default_data_root()) / recipe.name
     module = STAGES[stage]
     started = time.perf_counter()
+    use_system_arrow_pool()  # freed Arrow buffers go back to the OS (builders.memory)
     engine = None
     if stage in LLM_STAGES:
         engine = Engine(recipe, providers=providers, progress=progress, stage=stage)

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from builders.errors import TableError
+from builders.memory import release_free_memory
 
 
 @dataclass(frozen=True)
@@ -383,14 +384,15 @@ def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
 
 
 class TableWriter:
-    """Write a table as its rows come, in memory that does not grow with the table: rows go to a
-    hidden file a chunk at a time, in the order given (a stage gives them in its items' order, so
+    """Write a table as its rows come, in memory that does not grow with the table: rows become
+    columns 1,000 at a time and go to a hidden file a row group (about 4 MB) at a time, in the order given (a stage gives them in its items' order, so
     the file is the same from one build to the next); `close` checks the primary key and replaces
     the table atomically. Only a 64-bit hash of each key is kept, in one flat array (no object per
     row). Leaving the `with` block on an error removes the hidden file, so a failed or killed stage
     never leaves half a table (a kill leaves only a hidden file, which the next writer removes)."""
 
-    CHUNK_ROWS = 1000
+    CHUNK_ROWS = 1000  # rows held as dicts before they become columns
+    ROW_GROUP_BYTES = 4 << 20  # columns held before they go out as one Parquet row group
 
     def __init__(self, table: Table, data_dir: Path | str):
         from array import array
@@ -402,6 +404,7 @@ class TableWriter:
             stale.unlink(missing_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._rows: list[dict] = []
+        self._chunks: list = []  # pyarrow tables of the row group being gathered
         self._digests = array("Q")
         self._writer = None
         self.rows = 0
@@ -414,21 +417,31 @@ class TableWriter:
         self._digests.extend(self._digest(row) for row in rows)
         self._rows.extend(rows)
         if len(self._rows) >= self.CHUNK_ROWS:
-            self._flush()
+            self._to_columns()
+        if sum(c.nbytes for c in self._chunks) >= self.ROW_GROUP_BYTES:
+            self._write_group()
 
-    def _flush(self) -> None:
-        import pyarrow.parquet as pq
-
-        if not self._rows and self._writer is not None:
-            return
+    def _to_columns(self) -> None:
+        """The rows held, checked against the schema, as a columnar chunk of the next row group."""
         chunk = frame(self.table, self._rows)
         check(self.table, chunk)
-        arrow = chunk.to_arrow()
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp, arrow.schema, compression="zstd")
-        self._writer.write_table(arrow)
+        self._chunks.append(chunk.to_arrow())
         self.rows += len(self._rows)
         self._rows = []
+
+    def _write_group(self) -> None:
+        """The chunks held, as one row group (a few large groups keep the file's footer, and the
+        writer's memory, small, and suit DuckDB's and polars' parallel scans)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        group = pa.concat_tables(self._chunks) if self._chunks else frame(self.table, []).to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, group.schema, compression="zstd")
+        self._writer.write_table(group, row_group_size=max(1, group.num_rows))
+        self._chunks = []
+        del group
+        release_free_memory()  # what the group freed, so memory stays flat in the rows
 
     def _check_keys(self) -> None:
         import numpy as np
@@ -442,7 +455,10 @@ class TableWriter:
                     raise TableError(f"table {self.table.name}: duplicate primary key {key}")
 
     def close(self) -> Path:
-        self._flush()
+        if self._rows:
+            self._to_columns()
+        if self._chunks or self._writer is None:
+            self._write_group()
         self._writer.close()
         self._check_keys()
         os.replace(self._tmp, self.path)
