@@ -385,8 +385,9 @@ def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
 
 class TableWriter:
     """Write a table as its rows come, in memory that does not grow with the table: rows become
-    columns 1,000 at a time and go to a hidden file a row group (about 4 MB) at a time, in the order given (a stage gives them in its items' order, so
-    the file is the same from one build to the next); `close` checks the primary key and replaces
+    columns 1,000 at a time and go to a hidden file a row group (about 4 MB) at a time, in the
+    order given (a stage gives them in its items' order, so the file is the same from one build to
+    the next); `close` checks the primary key and replaces
     the table atomically. Only a 64-bit hash of each key is kept, in one flat array (no object per
     row). Leaving the `with` block on an error removes the hidden file, so a failed or killed stage
     never leaves half a table (a kill leaves only a hidden file, which the next writer removes)."""
