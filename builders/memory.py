@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import sys
 
 
 def use_system_arrow_pool() -> None:
@@ -27,7 +28,9 @@ def use_system_arrow_pool() -> None:
 
 @functools.cache
 def _malloc_trim():
-    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, Windows, musl)."""
+    if sys.platform != "linux":
+        return None
     return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
