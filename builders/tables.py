@@ -387,10 +387,10 @@ class TableWriter:
     """Write a table as its rows come, in memory that does not grow with the table: rows become
     columns 1,000 at a time and go to a hidden file a row group (about 4 MB) at a time, in the
     order given (a stage gives them in its items' order, so the file is the same from one build to
-    the next); `close` checks the primary key and replaces
-    the table atomically. Only a 64-bit hash of each key is kept, in one flat array (no object per
-    row). Leaving the `with` block on an error removes the hidden file, so a failed or killed stage
-    never leaves half a table (a kill leaves only a hidden file, which the next writer removes)."""
+    the next); `close` checks the primary key and replaces the table atomically. Only a 64-bit hash
+    of each key is kept, in one flat array (no object per row). Leaving the `with` block on an error
+    removes the hidden file, so a failed or killed stage never leaves half a table (a kill leaves
+    only a hidden file, which the next writer removes)."""
 
     CHUNK_ROWS = 1000  # rows held as dicts before they become columns
     ROW_GROUP_BYTES = 4 << 20  # columns held before they go out as one Parquet row group
@@ -406,6 +406,7 @@ class TableWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._rows: list[dict] = []
         self._chunks: list = []  # pyarrow tables of the row group being gathered
+        self._chunk_bytes = 0
         self._digests = array("Q")
         self._writer = None
         self.rows = 0
@@ -419,14 +420,15 @@ class TableWriter:
         self._rows.extend(rows)
         if len(self._rows) >= self.CHUNK_ROWS:
             self._to_columns()
-        if sum(c.nbytes for c in self._chunks) >= self.ROW_GROUP_BYTES:
-            self._write_group()
+            if self._chunk_bytes >= self.ROW_GROUP_BYTES:
+                self._write_group()
 
     def _to_columns(self) -> None:
         """The rows held, checked against the schema, as a columnar chunk of the next row group."""
         chunk = frame(self.table, self._rows)
         check(self.table, chunk)
         self._chunks.append(chunk.to_arrow())
+        self._chunk_bytes += self._chunks[-1].nbytes
         self.rows += len(self._rows)
         self._rows = []
 
@@ -440,7 +442,7 @@ class TableWriter:
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._tmp, group.schema, compression="zstd")
         self._writer.write_table(group, row_group_size=max(1, group.num_rows))
-        self._chunks = []
+        self._chunks, self._chunk_bytes = [], 0
         del group
         release_free_memory()  # what the group freed, so memory stays flat in the rows
 
