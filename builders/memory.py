@@ -1,8 +1,8 @@
 """Keeping a long stage's resident memory flat in the number of items.
 
-A streaming stage (`candidates` writes 1,000 rows at a time) frees what it allocates chunk after
-chunk, yet two allocators keep the freed pages, so the process's RSS creeps up with the number of
-items although what it holds does not:
+A streaming stage (`candidates` writes a row group of about 4 MB at a time) frees what it
+allocates group after group, yet two allocators keep the freed pages, so the process's RSS creeps
+up with the number of items although what it holds does not:
 
 - Arrow's default pool (mimalloc, in the pyarrow wheels) keeps freed pages per thread. The system
   pool hands them back to the C library instead.

@@ -11,8 +11,8 @@ from types import ModuleType
 
 from builders import candidates, debates, dpo, items, kto, labels, matches, picks, scores, verdicts, win_rates
 from builders.llm.engine import Engine
-from builders.memory import use_system_arrow_pool
 from builders.llm.types import Provider
+from builders.memory import use_system_arrow_pool
 from builders.recipe import LLM_STAGES, Recipe
 from builders.tables import TABLES
 
