@@ -8,6 +8,7 @@ from pathlib import Path
 from builders.generation import WORKFLOWS, Answer
 from builders.imported import imported_candidates
 from builders.llm.engine import Engine
+from builders.no_answer import problem
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, ITEMS, TableWriter, content_id, frame, read_table, scan_table, write_table
 
@@ -29,6 +30,8 @@ def _row(recipe: Recipe, item_id: str, answer: Answer) -> dict:
         "reviewers": list(g.reviewers),
         "iteration": answer.iteration,
         "response": r.text,
+        "problem": problem(r.text, r.finish_reason, drop_truncated=g.drop_truncated),
+        "finish_reason": r.finish_reason,
         "feedback": answer.feedback,
         "review": "\n\n".join(rv.text for rv in reviews) if reviews else None,
         "review_score": sum(scores) / len(scores) if scores else None,

@@ -153,7 +153,7 @@ chosen and the others rejected.
 
 - Source: {s.benchmark or s.dataset or s.path}: {verdicts.height} prompts{f" (a seeded sample, seed {s.seed})" if s.sample else ""}.
 - Generation: {workflow}.
-- Judge: {judge_description(recipe)}; mode `{j.mode}`, tie policy `{j.tie_policy}`. Candidates whose verdict flips when their order is swapped are never preferred.
+- Judge: {judge_description(recipe)}; mode `{j.mode}`, tie policy `{j.tie_policy}`. A judge whose winner changes with the order the candidates are shown in decides nothing.
 {measured}
 {gate_line}
 {models}

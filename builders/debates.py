@@ -1,6 +1,6 @@
 """Builder: `candidates` -> `debates` (LLM calls): the paper's LLM Debate (ChatEval-style, Tables 9-10).
 
-For each item (and, with `swap`, each order of its candidates) the referees speak in turn,
+For each item and each presentation order of its candidates (`judge.panel.orders`) the referees speak in turn,
 General Public, Psychologist, Critic, for `rounds` rounds; each sees the question, the answers and
 the discussion so far. Every turn is a row. The referees' final scores are asked for by the
 `scores` stage, which reads this table. Without a debate in the recipe the table is empty.
@@ -13,6 +13,8 @@ from pathlib import Path
 import polars as pl
 
 from builders.judging import DEBATE, debate_messages
+from builders.scores import judged_candidates
+from builders.strategies import presentation_orders
 from builders.llm.engine import Engine
 from builders.prompts import render
 from builders.recipe import Recipe
@@ -22,10 +24,7 @@ READS = ("items", "candidates")
 WRITES = ("debates",)
 
 def orders(recipe: Recipe, candidates: list[dict]) -> list[tuple[int, list[dict]]]:
-    shown = [(0, candidates)]
-    if recipe.judge.panel.swap and len(candidates) > 1:
-        shown.append((1, list(reversed(candidates))))
-    return shown
+    return list(enumerate(map(list, presentation_orders(tuple(candidates), recipe.judge.panel.orders))))
 
 
 async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int, shown: list[dict]) -> list[dict]:
@@ -37,7 +36,7 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
         for role in debate.roles():
             instruction = render(recipe, f"{DEBATE}.role_prompts.{role}")
             conversation = debate_messages(recipe, item["prompt"], [c["response"] for c in shown], turns, instruction)
-            r = await engine.chat(debate.referees[role], conversation)
+            r = await engine.chat(debate.referees[role], conversation.messages)
             turns.append({
                 "turn_id": content_id(debate_id, len(turns)),
                 "debate_id": debate_id,
@@ -58,7 +57,7 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
 
 
 async def _run(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> list[dict]:
-    by_item = {k[0]: g.sort("iteration").to_dicts() for k, g in candidates.group_by("item_id")}
+    by_item = judged_candidates(recipe, candidates)
     jobs = [
         _debate(engine, recipe, item, presentation, shown)
         for item in items.to_dicts()

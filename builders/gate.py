@@ -2,7 +2,8 @@
 kappa against human labels on a benchmark recipe.
 
 A judge configuration is named by a fingerprint of everything that decides its labels: each voting
-judge's model identity and sampling, the panel's strategy, scale, order swapping, structured output
+judge's model identity and sampling, the panel's strategy, scale, presentation orders, score mode,
+reasoning, structured output
 and prompt texts (and the debate, when there is one), and the vote rule when several judges vote.
 Recipe-local model names do not count, so a benchmark recipe and a generation recipe that call the
 same models the same way share a fingerprint. `meta-eval` writes every fingerprint it measured to
@@ -18,6 +19,7 @@ from builders.errors import BuildError
 from builders.llm.registry import identity
 from builders.prompts import template_texts
 from builders.recipe import Recipe
+from builders.strategies import JudgeSpec
 from builders.tables import content_id
 
 GATES_DIR = "_gates"
@@ -46,7 +48,9 @@ def fingerprint(recipe: Recipe, members: tuple[str, ...] | list[str]) -> str:
         "rule": recipe.judge.rule if len(members) > 1 else None,
         "strategy": panel.strategy,
         "scale": panel.scale,
-        "swap": panel.swap,
+        "orders": panel.orders,
+        "score_mode": panel.score_mode,
+        "reasoning": panel.reasoning,
         "structured": panel.structured,
         "prompts": prompts,
         "debate": debate,
@@ -61,7 +65,7 @@ def describe(recipe: Recipe) -> str:
     j = recipe.judge
     who = ", ".join(j.voters)
     rule = f", rule {j.rule}" if len(j.voters) > 1 else ""
-    return f"{j.mode} of {who} ({j.panel.strategy}, scale {j.panel.scale}{', swapped' if j.panel.swap else ''}{rule})"
+    return f"{j.mode} of {who} ({JudgeSpec.of(j.panel).describe()}{rule})"
 
 
 def check_gate(recipe: Recipe, data_dir: Path, output: Path) -> None:

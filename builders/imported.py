@@ -6,6 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from builders.errors import RecipeError
+from builders.no_answer import problem
 from builders.recipe import Recipe
 from builders.sources import column, read_source
 from builders.tables import content_id
@@ -37,6 +38,8 @@ def imported_candidates(recipe: Recipe, items: pl.DataFrame) -> list[dict]:
                 "reviewers": [],
                 "iteration": k + 1,
                 "response": str(text),
+                "problem": problem(str(text)),
+                "finish_reason": None,
                 "feedback": None,
                 "review": None,
                 "review_score": None,

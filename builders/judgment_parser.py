@@ -32,6 +32,7 @@ class Judgment:
     scores: tuple[float, ...] | None = None  # one per response in presentation order (direct: 1/0, 0/1, .5/.5)
     pick: str | None = None  # direct only: "A", "B" or "tie"
     error: str | None = None  # the reason, when outcome != "ok"
+    mass: tuple[float, ...] | None = None  # expected scores: probability the score positions covered, per response
 
     @property
     def ok(self) -> bool:
@@ -91,8 +92,13 @@ REFUSAL = re.compile(
 )
 
 
-def parse_judgment(text: str, *, strategy: Strategy, scale: int, n: int) -> Judgment:
-    """The verdict in a judge's answer: `n` scores out of `scale`, or the pick of a direct comparison."""
+def parse_judgment(text: str, *, strategy: Strategy, scale: int, n: int, marker: str | None = None,
+                   quoted: tuple[str, ...] | list[str] = ()) -> Judgment:
+    """The verdict in a judge's answer: `n` scores out of `scale`, or the pick of a direct comparison.
+
+    `marker` is the call's fence marker: whatever the judge writes between a start and an end line
+    carrying it is an echo of an answer. `quoted` are the answers shown: a line of the judge's that
+    is a copy of one of their lines is a quote, never the judge's verdict."""
     expected_n = {"direct": 2, "independent": 1, "combined": n}.get(strategy)
     if n != expected_n or not 0 < n <= len(LETTERS) or scale < 1:
         raise ValueError(f"cannot judge {n} response(s) out of {scale} by strategy '{strategy}'")
@@ -102,7 +108,7 @@ def parse_judgment(text: str, *, strategy: Strategy, scale: int, n: int) -> Judg
     if json_error and found is not None:  # a JSON answer with a bad verdict
         return Judgment("unparseable", error=json_error)
     if found is None:
-        lines = _lines(text)
+        lines = _lines(text, marker, quoted)
         found = _answers(lines) if strategy == "direct" else _scores(lines, n, strategy == "independent")
         if not found:
             if refusal := next((m.group("it").strip(" *_") for m in REFUSAL.finditer("\n".join(lines))), None):
@@ -117,11 +123,39 @@ def parse_judgment(text: str, *, strategy: Strategy, scale: int, n: int) -> Judg
     return Judgment("ok", scores={"A": (1.0, 0.0), "B": (0.0, 1.0)}.get(pick, (0.5, 0.5)), pick=pick)
 
 
-def _lines(text: str) -> list[str]:
-    """The judge's own lines: quoted regions dropped, several verdicts on one line split apart."""
+def normalized(line: str) -> str:
+    return " ".join(line.split()).casefold()
+
+
+def quoted_lines(quoted: tuple[str, ...] | list[str]) -> frozenset[str]:
+    """Every non-blank line of the answers shown, normalized: a judge's line equal to one is a quote."""
+    return frozenset(n for answer in quoted for line in answer.splitlines() if (n := normalized(line)))
+
+
+def outside_fences(lines: list[str], marker: str | None) -> list[bool]:
+    """For each line, whether it is outside the call's answer fences (lines carrying the marker, and
+    everything from a start line to its end line, or to the end of the text, are inside)."""
+    keep, inside = [], False
+    for line in lines:
+        has = marker is not None and marker in line
+        if has and re.search(r"\bStart of\b", line, re.I):
+            inside = True
+        keep.append(not (inside or has))
+        if has and re.search(r"\bEnd of\b", line, re.I):
+            inside = False
+    return keep
+
+
+def _lines(text: str, marker: str | None = None, quoted: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The judge's own lines: echoed answers, quoted regions and copies of the answers' lines
+    dropped, several verdicts on one line split apart."""
+    raw = text.splitlines()
+    text = "\n".join(line for line, keep in zip(raw, outside_fences(raw, marker)) if keep)
     text = ECHO.sub("", FENCE.sub("", THINK.sub("", text)))
+    copies = quoted_lines(quoted)
     lines = []
-    for line in (line for line in text.splitlines() if not line.lstrip().startswith(">")):  # no block quotes
+    own = (line for line in text.splitlines() if not line.lstrip().startswith(">") and normalized(line) not in copies)
+    for line in own:  # no block quotes, no copied lines
         bounds = [0, *(p for m in SPLIT.finditer(line) for p in m.span()), len(line)]
         parts = [line[bounds[j] : bounds[j + 1]] for j in range(0, len(bounds), 2)]
         k = len(parts)

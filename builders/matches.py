@@ -1,7 +1,7 @@
 """Builder: every workflow's picks against every baseline's -> `matches` (LLM calls; empty without `compare`).
 
 For each prompt where both put an answer forward, every panel judge compares the workflow's pick with
-the baseline's in one conversation, and again with the order swapped when `judge.panel.swap` is on.
+the baseline's in one conversation, in both orders unless `judge.panel.orders` is `single`.
 Failed calls are rows with null scores and their outcome, within `judge.panel.max_parse_failure_rate`.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builders.judging import messages
+from builders.judging import ask, messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
-from builders.scores import ask, check_failure_budget
+from builders.scores import check_failure_budget
+from builders.strategies import JudgeSpec, presentation_orders
 from builders.tables import ITEMS, MATCHES, PICKS, content_id, frame, read_table, write_table
 
 READS = ("items", "picks")
@@ -21,7 +22,7 @@ WRITES = ("matches",)
 
 async def _match(engine: Engine, recipe: Recipe, judge: str, prompt: str, mine: dict, base: dict, order: int) -> dict:
     shown = [mine["response"], base["response"]][:: 1 if order == 0 else -1]
-    answer = await ask(engine, recipe, judge, messages(recipe, prompt, shown), 2)
+    answer = await ask(engine, JudgeSpec.of(recipe.judge.panel), judge, messages(recipe, prompt, shown), 2)
     scores = answer.judgment.scores if answer.ok else [None, None]
     ours, theirs = (scores[0], scores[1]) if order == 0 else (scores[1], scores[0])
     pair_id = content_id(mine["item_id"], mine["entry"], base["entry"])
@@ -54,7 +55,7 @@ def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
         picks = read_table(PICKS, data_dir)
         by = {(p["entry"], p["item_id"]): p for p in picks.to_dicts()}
         panel = recipe.judge.panel
-        orders = (0, 1) if panel.swap else (0,)
+        orders = range(len(presentation_orders((0, 1), panel.orders)))
         jobs = [
             _match(engine, recipe, judge, prompts[item], by[(w, item)], by[(b, item)], order)
             for w in recipe.compare.workflows

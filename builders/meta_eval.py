@@ -108,7 +108,9 @@ def _summary(recipe: Recipe, rows: list[dict], j: Judgments, w: np.ndarray) -> d
         "items": j.n,
         "strategy": "debate" if panel.debate else panel.strategy,
         "scale": panel.scale,
-        "swap": panel.swap,
+        "orders": panel.orders,
+        "score_mode": panel.score_mode,
+        "reasoning": panel.reasoning,
         "human": {
             "model_a": int((j.human == A).sum()),
             "model_b": int((j.human == B).sum()),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from builders.prompts import template_texts
 from builders.recipe import Recipe
+from builders.strategies import JudgeSpec
 from builders.tables import CANDIDATES, ITEMS, VERDICTS, content_id, read_table
 
 RECIPE_SECTIONS = ("source", "models", "generation", "judge", "export")  # what `recipe_hash` covers
@@ -27,10 +28,14 @@ def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
     for v in read_table(VERDICTS, data_dir).filter(status="ok").to_dicts():
         scored = [{**candidates[cid], "score": s} for cid, s in zip(v["ranking"], v["ranking_scores"])]
         chosen, others = scored[0], scored[1:]
-        # A candidate sharing the best score is no worse than the chosen one: never a rejected answer.
+        if chosen["problem"] is not None:  # no answer is never a good answer (a benchmark judges them all)
+            continue
+        # A candidate sharing the best score is no worse than the chosen one: never a rejected answer;
+        # no answer is never exported, not even as the rejected side.
         rejected = [
             c for c in others
-            if c["score"] < chosen["score"]
+            if c["problem"] is None
+            and c["score"] < chosen["score"]
             and chosen["score"] - c["score"] >= recipe.export.min_margin
             and c["response"] != chosen["response"]
         ]
@@ -39,9 +44,9 @@ def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
 
 
 def judge_description(recipe: Recipe) -> str:
-    """How the verdicts were reached, in one line: `jury of a, b, c (majority; combined, scale 10, swapped)`."""
+    """How the verdicts were reached, in one line: `jury of a, b, c (majority; combined, scale 10, orders rotations)`."""
     j, panel = recipe.judge, recipe.judge.panel
-    how = f"{'debate, ' if panel.debate else ''}{panel.strategy}, scale {panel.scale}{', swapped' if panel.swap else ''}"
+    how = f"{'debate, ' if panel.debate else ''}{JudgeSpec.of(panel).describe()}"
     if len(j.voters) == 1:
         return f"{j.voters[0]} ({how})"
     return f"{j.mode} of {', '.join(j.voters)} ({j.rule}; {how})"

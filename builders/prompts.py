@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from builders.recipe import Recipe
+from builders.strategies import STRATEGIES, count_word, letter  # noqa: F401  (count_word, letter: re-exported)
 
 GENERATION_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "system_prompt": frozenset(),
@@ -21,11 +22,9 @@ GENERATION_PLACEHOLDERS: dict[str, frozenset[str]] = {
 }
 FEEDBACK_ONLY = {"revise_prompt", "revise_multi_prompt", "reviewer_system_prompt", "reviewer_user_prompt"}
 
-# judge strategy -> (system placeholders, user placeholders)
+# judge strategy -> (system placeholders, user placeholders), from the strategy objects
 JUDGE_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "combined": (frozenset({"n", "scale", "score_format"}), frozenset({"question", "responses"})),
-    "independent": (frozenset({"scale"}), frozenset({"question", "response"})),
-    "direct": (frozenset(), frozenset({"question", "responses"})),
+    name: (s.system_placeholders, s.user_placeholders) for name, s in STRATEGIES.items()
 }
 
 
@@ -120,14 +119,3 @@ def render(recipe: Recipe, field: str, **values: object) -> str | None:
     return _read(found[0]).format(**values).strip()
 
 
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
-
-
-def count_word(n: int) -> str:
-    """2 -> 'two', as the paper's prompts write it; digits beyond ten."""
-    return NUMBER_WORDS.get(n, str(n))
-
-
-def letter(position: int) -> str:
-    """0 -> 'A', 1 -> 'B', ...: how prompts name the responses they show."""
-    return chr(ord("A") + position)

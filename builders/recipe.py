@@ -127,6 +127,8 @@ class Generation(Strict):
     reviewers: list[str] = []
     answers: list[ImportedAnswer] = Field([], description="import: the source columns holding answers, one candidate each")
     iterations: int = Field(3, ge=1, description="feedback: answers written (first + revisions); single: samples")
+    drop_truncated: bool = Field(False, description="a response cut off by the generator's max_tokens is no answer: "
+                                 "kept with problem `truncated`, never judged or exported")
     system_prompt: str | None = Field(None, description="template file for the generator's system prompt")
     revise_prompt: str = "prompts/generator/revise_single.txt"
     revise_multi_prompt: str = "prompts/generator/revise_multi.txt"
@@ -163,15 +165,34 @@ class Panel(Strict):
         description="direct: pick A, B or tie per pair; independent: each response alone; combined: all responses in one conversation",
     )
     scale: Literal[5, 10, 100] = Field(10, description="maximum score (independent and combined)")
-    swap: bool = Field(True, description="judge every pair or list in both orders (direct and combined)")
-    system_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_system.txt")
+    orders: Literal["rotations", "reverse", "single"] = Field(
+        "rotations",
+        description="presentation orders of a pair or list (direct and combined): rotations shows every candidate once "
+        "in every position (for two, both orders); reverse adds the reversed order; single shows one order",
+    )
+    score_mode: Literal["text", "expected"] = Field(
+        "text", description="text: the score the judge wrote; expected: the mean of its token probabilities over the scores "
+        "(direct: of A, B and C)",
+    )
+    reasoning: bool = Field(True, description="the judge writes its evaluation before the verdict (the paper's prompts); "
+                            "false: the verdict only, in a few tokens")
+    swap: None = Field(None, description="replaced by `orders`")
+    system_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_system.txt "
+                                      "(<strategy>_no_reasoning_system.txt without reasoning)")
     user_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_user.txt")
     max_parse_failure_rate: float = Field(0.1, ge=0, le=1, description="share of failed judge calls that fails the stage")
     structured: bool = Field(False, description="ask for a JSON verdict where the provider supports structured output")
 
+    @field_validator("swap", mode="before")
+    @classmethod
+    def _swap_replaced(cls, v: object) -> None:
+        raise ValueError("replaced by judge.panel.orders: rotations (the default: every candidate in every position), "
+                         "reverse (the old `swap: true`) or single (`swap: false`)")
+
     def template(self, role: str) -> str:
         given = self.system_prompt if role == "system" else self.user_prompt
-        return given or f"prompts/judge/{self.strategy}_{role}.txt"
+        brief = "_no_reasoning" if role == "system" and not self.reasoning else ""
+        return given or f"prompts/judge/{self.strategy}{brief}_{role}.txt"
 
 
 class Judge(Strict):
@@ -191,6 +212,16 @@ class Judge(Strict):
         "drop", description="when candidates tie (best score or votes): drop the item, or prefer the later/earlier one"
     )
     min_scored: int = Field(2, ge=2, description="an item needs this many scored candidates for a verdict")
+    min_order_agreement: float | None = Field(
+        None, gt=0, le=1, description="share of a judge's presentation orders that must agree with its winner, else its "
+        "verdict is inconsistent (default: more than half)",
+    )
+
+    def orders_agree(self, agreeing: int, orders: int) -> bool:
+        """Whether `agreeing` of a judge's `orders` presentation orders are enough."""
+        if self.min_order_agreement is None:
+            return agreeing * 2 > orders
+        return agreeing >= self.min_order_agreement * orders - 1e-9
 
     @property
     def judges(self) -> list[str]:

@@ -1,32 +1,32 @@
 """Builder: `candidates` -> `scores` (LLM calls): every panel judge judges every item.
 
-Calls per item and judge, by strategy:
-- combined: all candidates in one conversation, and again in reverse order when `swap` is on;
-- independent: one conversation per candidate;
-- direct: one conversation per pair of candidates, and again with A and B swapped when `swap` is on;
-- debate: after each debate in the `debates` table, every referee gives its final scores.
+The strategy (`builders.strategies`) says which candidates one call shows: a pair (`direct`), one
+(`independent`) or all of the item's (`combined`). `judge.panel.orders` says in which orders a group
+of two or more is shown: `rotations` (default) shows each candidate once in every position, so a
+judge's constant preference for a place cancels out in the candidate's mean; `reverse` adds the
+reversed list; `single` one order. Debate referees give their final scores after each debate in the
+`debates` table. A candidate that is no answer (`candidates.problem`) is not shown, except in a
+human-labelled benchmark, whose pairs are judged as the humans saw them.
 
-Each call gives one row per candidate it showed. An answer that cannot be parsed is asked for once
-more in the required format (as the paper does); if it still cannot be parsed, or the provider
-failed after its retries, the rows carry `score = null`, the typed `outcome` and the reason. The
-stage fails, writing nothing, only when failed calls exceed `judge.panel.max_parse_failure_rate`.
+Each call gives one row per candidate it showed, with its score read as `score_mode` says. An answer
+that cannot be read is asked for once more in the required format (as the paper does); if it still
+cannot be, or the provider failed after its retries, the rows carry `score = null`, the typed
+`outcome` and the reason. The stage fails, writing nothing, only when failed calls exceed
+`judge.panel.max_parse_failure_rate`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 
 import polars as pl
 
-from builders.errors import BuildError, ProviderError
-from builders.judging import (
-    Judgment, debate_messages, messages, output_format, parse_judgment, reask_message, role_name, score_format,
-)
-from builders.prompts import render
+from builders.errors import BuildError
+from builders.judging import ask, debate_messages, final_instruction, messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
+from builders.strategies import JudgeSpec, presentation_orders
 from builders.tables import CANDIDATES, DEBATES, ITEMS, SCORES, content_id, frame, read_table, write_table
 
 READS = ("items", "candidates", "debates")
@@ -41,7 +41,7 @@ class Call:
     model: str  # the recipe model called
     item: dict
     shown: tuple[dict, ...]  # candidate rows in presentation order (A, B, ...)
-    presentation: int  # 0: first order; 1: the same candidates with the order swapped
+    presentation: int  # 0: the first order; k: the k-th other order (a rotation, or the reversed list)
     turns: tuple[dict, ...] | None = None  # the debate before this referee's final scores
 
     @property
@@ -68,81 +68,28 @@ def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]], deba
     panel = recipe.judge.panel
     if panel.debate:
         return _debate_calls(recipe, items, by_item, debates)
+    strategy = JudgeSpec.of(panel).strategy
     calls = []
     for item in items:
-        candidates = by_item.get(item["item_id"], [])
-        if panel.strategy == "independent":
-            groups = [(c,) for c in candidates]
-        elif panel.strategy == "direct":
-            groups = list(combinations(candidates, 2))
-        else:  # one candidate alone has nothing to be compared with (a single-answer contender in `compare`)
-            groups = [tuple(candidates)] if len(candidates) > 1 else []
+        groups = strategy.groups(by_item.get(item["item_id"], []))
         for judge in panel.models:
             for group in groups:
-                calls.append(Call(judge, judge, item, group, 0))
-                if panel.swap and len(group) > 1:
-                    calls.append(Call(judge, judge, item, tuple(reversed(group)), 1))
+                for presentation, shown in enumerate(presentation_orders(group, panel.orders)):
+                    calls.append(Call(judge, judge, item, shown, presentation))
     return calls
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A judge's final answer to one call: the parsed judgment (None after an api_error), its outcome,
-    why it failed, the raw last answer, how many answers it took, and the call's usage columns."""
-
-    judgment: Judgment | None
-    outcome: str
-    error: str | None
-    raw: str
-    attempts: int
-    usage: dict
-
-    @property
-    def ok(self) -> bool:
-        return self.judgment is not None and self.judgment.ok
-
-
-async def ask(engine: Engine, recipe: Recipe, model: str, conversation: list[dict], n: int) -> Answer:
-    """One judge call over `n` responses; an unreadable verdict is asked for once more in the format
-    (as the paper does). Provider failures after retries become `api_error`, never a score."""
-    panel = recipe.judge.panel
-    forced = output_format(recipe, n)
-    responses = []
-    try:
-        responses.append(await engine.chat(model, conversation, output=forced))
-        judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
-        if not judgment.ok:
-            followup = conversation + [
-                {"role": "assistant", "content": responses[-1].text},
-                reask_message(panel.strategy, n, panel.scale),
-            ]
-            responses.append(await engine.chat(model, followup, output=forced))
-            judgment = parse_judgment(responses[-1].text, strategy=panel.strategy, scale=panel.scale, n=n)
-        outcome, error = judgment.outcome, judgment.error
-    except ProviderError as e:  # retries exhausted or not retryable: recorded, never a score
-        judgment, outcome, error = None, "api_error", str(e)
-    usage = {
-        "tokens_in": sum(r.tokens_in for r in responses),
-        "tokens_out": sum(r.tokens_out for r in responses),
-        "cost_usd": sum(r.cost_usd for r in responses),
-        "latency_s": sum(r.latency_s for r in responses),
-    }
-    return Answer(judgment, outcome, error, responses[-1].text if responses else "", len(responses), usage)
-
-
-async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
-    panel = recipe.judge.panel
+async def _judge(engine: Engine, recipe: Recipe, spec: JudgeSpec, call: Call) -> list[dict]:
     n = len(call.shown)
     responses_shown = [c["response"] for c in call.shown]
     if call.turns is None:
         conversation = messages(recipe, call.item["prompt"], responses_shown)
     else:
-        final = render(recipe, "judge.panel.debate.final_prompt", role_name=role_name(call.judge),
-                       score_format=score_format(n, panel.scale))
-        conversation = debate_messages(recipe, call.item["prompt"], responses_shown, list(call.turns), final)
-    answer = await ask(engine, recipe, call.model, conversation, n)
+        conversation = debate_messages(recipe, call.item["prompt"], responses_shown, list(call.turns),
+                                       final_instruction(recipe, call.judge, n))
+    answer = await ask(engine, spec, call.model, conversation, n)
     judgment, ok = answer.judgment, answer.ok
-    spec = recipe.models[call.model]
+    model = recipe.models[call.model]
     return [
         {
             "score_id": content_id(call.call_id, c["candidate_id"]),
@@ -150,13 +97,15 @@ async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
             "item_id": call.item["item_id"],
             "candidate_id": c["candidate_id"],
             "judge": call.judge,
-            "judge_model": f"{spec.provider}/{spec.model}",
-            "strategy": "debate" if call.turns is not None else panel.strategy,
-            "scale": panel.scale,
+            "judge_model": f"{model.provider}/{model.model}",
+            "strategy": "debate" if call.turns is not None else spec.strategy.name,
+            "scale": spec.scale,
             "presentation": call.presentation,
-            "is_swapped": call.presentation == 1,
+            "is_swapped": call.presentation != 0,
             "position": position,
             "score": judgment.scores[position] if ok else None,
+            "score_mode": spec.score_mode,
+            "score_mass": judgment.mass[position] if ok and judgment.mass else None,
             "pick": judgment.pick if ok else None,
             "outcome": answer.outcome,
             "raw": answer.raw,
@@ -168,11 +117,19 @@ async def _judge(engine: Engine, recipe: Recipe, call: Call) -> list[dict]:
     ]
 
 
+def judged_candidates(recipe: Recipe, candidates: pl.DataFrame) -> dict[str, list[dict]]:
+    """item -> the candidates its judges see, by iteration: answers only, unless the source is a
+    human-labelled benchmark (its pairs are judged as the humans saw them)."""
+    if not recipe.source.labelled:
+        candidates = candidates.filter(pl.col("problem").is_null())
+    return {k[0]: g.sort("iteration").to_dicts() for k, g in candidates.group_by("item_id")}
+
+
 async def _score(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame,
                  debates: pl.DataFrame) -> list[dict]:
-    by_item = {k[0]: g.sort("iteration").to_dicts() for k, g in candidates.group_by("item_id")}
-    calls = plan(recipe, items.to_dicts(), by_item, debates)
-    per_call = await engine.gather((_judge(engine, recipe, c) for c in calls), total=len(calls), desc="scores")
+    calls = plan(recipe, items.to_dicts(), judged_candidates(recipe, candidates), debates)
+    spec = JudgeSpec.of(recipe.judge.panel)
+    per_call = await engine.gather((_judge(engine, recipe, spec, c) for c in calls), total=len(calls), desc="scores")
     return [row for rows in per_call for row in rows]
 
 

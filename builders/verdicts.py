@@ -1,23 +1,27 @@
 """Builder: `scores` -> `verdicts` (pure: no LLM calls, so changing the jury or its rule is free).
 
-1. Per member judge and item: each candidate's mean score over the judge's calls. A candidate set
-   shown in both orders whose winner flips with the order is *inconsistent*: those calls count for
-   nothing (never silently a tie or a win). The judge's vote is its best candidate; a tie for best
-   is settled by `judge.tie_policy` (`drop`: no vote).
+1. Per member judge and item: the calls that showed the same candidates are its presentation orders
+   (`judge.panel.orders`). A candidate's score is its mean over the orders, which cancels a judge's
+   constant preference for a position. The orders agree when their own best candidates are the
+   mean's best; when too few do (`judge.min_order_agreement`, default more than half) the judge is
+   *inconsistent* there and those calls count for nothing (never silently a tie or a win). The
+   judge's vote is its best candidate; a tie for best is settled by `judge.tie_policy` (`drop`: no vote).
 2. Per item: `rule: majority` chooses the candidate with most votes, `rule: mean` the best mean
    score across members; ties again by `tie_policy`. The ranking puts the chosen candidate first,
-   then the others by mean score; an item needs `judge.min_scored` scored candidates.
+   then the others by mean score; an item needs `judge.min_scored` scored candidates. Candidates that
+   are no answer (`candidates.problem`) were never judged, so they are never chosen.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
 import polars as pl
 
-from builders.recipe import Recipe
+from builders.recipe import Judge, Recipe
 from builders.tables import CANDIDATES, SCORES, VERDICTS, frame, read_table, write_table
 
 READS = ("candidates", "scores")
@@ -39,34 +43,51 @@ def _best(values: dict[str, float]) -> list[str]:
     return sorted(cid for cid, v in values.items() if v == top)
 
 
-def judge_view(calls: list[list[dict]]) -> tuple[dict[str, float], bool]:
-    """(candidate -> mean score, whether some order flip was found) from one judge's calls on one item.
+@dataclass(frozen=True)
+class View:
+    """One judge on one item: each candidate's mean score over the orders that agreed enough,
+    whether some group of candidates was inconsistent, and each group's per-order best candidates."""
 
-    `calls` holds each call's ok rows. Calls over the same candidates in both orders are compared.
-    """
+    scores: dict[str, float]
+    flipped: bool
+    orders: tuple[tuple[frozenset[str], tuple[frozenset[str], ...]], ...] = ()
+
+    def order_counts(self, chosen: str) -> tuple[int, int]:
+        """(orders that showed `chosen`, orders whose own best was `chosen` alone)."""
+        shown = [best for group, bests in self.orders if chosen in group for best in bests]
+        return len(shown), sum(best == {chosen} for best in shown)
+
+
+def judge_view(calls: list[list[dict]], judge: Judge) -> View:
+    """The view of one judge's calls on one item; `calls` holds each call's ok rows."""
     by_set: dict[frozenset, list[list[dict]]] = defaultdict(list)
     for rows in calls:
         by_set[frozenset(r["candidate_id"] for r in rows)].append(rows)
     kept: dict[str, list[float]] = defaultdict(list)
-    flipped = False
-    for group in by_set.values():
-        winners = {frozenset(_best({r["candidate_id"]: r["score"] for r in rows})) for rows in group}
-        if len(winners) > 1:
+    flipped, orders = False, []
+    for group, shown in by_set.items():
+        scores: dict[str, list[float]] = defaultdict(list)
+        for rows in shown:
+            for r in rows:
+                scores[r["candidate_id"]].append(r["score"])
+        best = frozenset(_best({cid: mean(v) for cid, v in scores.items()}))
+        bests = tuple(frozenset(_best({r["candidate_id"]: r["score"] for r in rows})) for rows in shown)
+        orders.append((group, bests))
+        if not judge.orders_agree(sum(b == best for b in bests), len(bests)):
             flipped = True
             continue
-        for rows in group:
-            for r in rows:
-                kept[r["candidate_id"]].append(r["score"])
-    return {cid: mean(v) for cid, v in kept.items()}, flipped
+        for cid, v in scores.items():
+            kept[cid] += v
+    return View({cid: mean(v) for cid, v in kept.items()}, flipped, tuple(orders))
 
 
-def _verdict(recipe: Recipe, item_id: str, candidates: list[dict], views: dict[str, tuple[dict, bool]]) -> dict:
+def _verdict(recipe: Recipe, item_id: str, candidates: list[dict], views: dict[str, View]) -> dict:
     j = recipe.judge
     iteration = {c["candidate_id"]: c["iteration"] for c in candidates}
     per_candidate: dict[str, list[float]] = defaultdict(list)
     votes: list[str] = []
     tied_judges = 0  # judges whose best score was shared by several candidates
-    for scores, _ in views.values():
+    for scores in (v.scores for v in views.values()):
         for cid, s in scores.items():
             per_candidate[cid].append(s)
         if scores:
@@ -76,7 +97,7 @@ def _verdict(recipe: Recipe, item_id: str, candidates: list[dict], views: dict[s
             if vote is not None:
                 votes.append(vote)
     means = {cid: mean(v) for cid, v in per_candidate.items()}
-    n_inconsistent = sum(flipped and not scores for scores, flipped in views.values())
+    n_inconsistent = sum(v.flipped and not v.scores for v in views.values())
     chosen, is_tie = None, tied_judges > 0
     if j.rule == "mean" and means:
         best = _best(means)
@@ -98,6 +119,7 @@ def _verdict(recipe: Recipe, item_id: str, candidates: list[dict], views: dict[s
         status = "no_votes"
     if status != "ok":
         chosen = None
+    counted = [v.order_counts(chosen) for v in views.values() if chosen and chosen in v.scores]
     others = sorted((c for c in means if c != chosen), key=lambda c: (-means[c], c))
     ranking = ([chosen] if chosen else []) + others
     return {
@@ -112,6 +134,8 @@ def _verdict(recipe: Recipe, item_id: str, candidates: list[dict], views: dict[s
         "n_votes": len(votes),
         "agreement": votes.count(chosen) / len(votes) if chosen and votes else None,
         "n_inconsistent": n_inconsistent,
+        "n_orders": sum(n for n, _ in counted),
+        "n_orders_agreeing": sum(k for _, k in counted),
         "status": status,
     }
 
@@ -124,7 +148,7 @@ def aggregate(recipe: Recipe, candidates: pl.DataFrame, scores: pl.DataFrame) ->
         calls[(item_id, judge)].append(rows.select("candidate_id", "score").to_dicts())
     rows = []
     for (item_id,), group in candidates.group_by("item_id", maintain_order=True):
-        views = {judge: judge_view(calls[(item_id, judge)]) for judge in voters}
+        views = {judge: judge_view(calls[(item_id, judge)], recipe.judge) for judge in voters}
         rows.append(_verdict(recipe, item_id, group.to_dicts(), views))
     return frame(VERDICTS, rows)
 

@@ -44,7 +44,7 @@ def test_build_stops_before_the_budget_keeps_its_calls_and_goes_on_when_raised(p
     budgeted(project, 100)
     done = fellowship("build", str(path), "--no-progress", cwd=project)
     assert f"0 calls, {paid} cached" not in done.stderr  # it went on...
-    assert len(ResponseCache()) == 28  # ...and every call was paid once: 20 for candidates, 8 for scores
+    assert len(ResponseCache()) == 32  # ...and every call was paid once: 20 for candidates, 12 for scores (3 rotations)
     assert spent(tmp_path)["candidates"] + spent(tmp_path)["scores"] <= 100
 
 

@@ -28,14 +28,14 @@ def test_build_writes_every_table_and_reports_calls(project):
     assert "tiny: candidates: wrote candidates (12 rows)" in result.stderr
     assert "20 calls, 0 cached" in result.stderr
     again = fellowship("build", "tiny", "--stage", "scores", "--no-progress", cwd=project)
-    assert "0 calls, 8 cached" in again.stderr
+    assert "0 calls, 12 cached" in again.stderr
 
 
 def test_sql_sees_every_recipe_and_can_narrow(two_recipes):
     out = fellowship("sql", "select recipe, judge, count(*) n, avg(score) s from scores group by all order by 1",
                      "--format", "json", cwd=two_recipes).stdout
     rows = [json.loads(line) for line in out.splitlines()]
-    assert [(r["recipe"], r["judge"], r["n"]) for r in rows] == [("alpha", "judge", 24), ("beta", "judge", 24)]
+    assert [(r["recipe"], r["judge"], r["n"]) for r in rows] == [("alpha", "judge", 36), ("beta", "judge", 36)]
     assert 1 <= rows[0]["s"] <= 10
     narrowed = fellowship("sql", "select distinct recipe from dpo", "--recipe", "beta", "--format", "csv", cwd=two_recipes)
     assert narrowed.stdout.split() == ["recipe", "beta"]

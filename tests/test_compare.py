@@ -148,7 +148,7 @@ def test_several_workflows_meet_generated_and_imported_baselines(project):
     (project / "recipes" / "sources" / "loop.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     path = tiny_recipe(project, "loops")
     text = path.read_text().replace("path: sources/capybara-demo.jsonl", "path: sources/loop.jsonl")
-    text = text.replace("    models: [judge]\n", "    models: [judge]\n    swap: false\n")  # fake scores flip at random
+    text = text.replace("    models: [judge]\n", "    models: [judge]\n    orders: single\n")  # fake scores flip at random
     path.write_text(text + LOOPS)
     recipe = load_recipe(path)
     for stage in STAGES:

@@ -22,12 +22,10 @@ DEBATE = """\
 """
 
 
-def _debate_recipe(project, swap=True):
+def _debate_recipe(project, orders="rotations"):
     path = tiny_recipe(project)
     text = path.read_text().replace("  panel:\n    models: [judge]\n", DEBATE)
-    if not swap:
-        text = text.replace("      rounds: 2\n", "      rounds: 2\n    swap: false\n").replace(
-            "    debate:\n      rounds: 2\n    swap: false\n", "    swap: false\n    debate:\n      rounds: 2\n")
+    text = text.replace("    debate:\n", f"    orders: {orders}\n    debate:\n")
     path.write_text(text)
     return load_recipe(path)
 
@@ -38,20 +36,20 @@ def test_referees_debate_in_order_with_the_history_then_vote(project):
         run_stage(recipe, stage, progress=False)
     data = project.parent / "data" / "tiny"
     turns = read_table(TABLES["debates"], data)
-    assert turns.height == 4 * 2 * 2 * 3  # items x orders x rounds x referees
+    assert turns.height == 4 * 3 * 2 * 3  # items x orders (rotations of 3 candidates) x rounds x referees
     one = turns.filter(pl.col("debate_id") == turns["debate_id"][0]).sort("turn")
     assert one["role"].to_list() == ["general_public", "psychologist", "critic"] * 2
     assert one["round"].to_list() == [1, 1, 1, 2, 2, 2]
     assert one["referee_model"].to_list()[:3] == ["judge", "writer", "reviewer"]
     scores = read_table(TABLES["scores"], data)
     assert set(scores["strategy"]) == {"debate"} and set(scores["judge"]) == {"general_public", "psychologist", "critic"}
-    assert scores["call_id"].n_unique() == 8 * 3
+    assert scores["call_id"].n_unique() == 12 * 3
     verdicts = read_table(TABLES["verdicts"], data)
     assert verdicts["n_votes"].max() <= 3 and verdicts.filter(status="ok").height > 0
 
 
 def test_each_referee_sees_the_discussion_so_far(project):
-    recipe = _debate_recipe(project, swap=False)
+    recipe = _debate_recipe(project, orders="single")
     path = recipe.path
     path.write_text(path.read_text().replace("sample: 4", "sample: 1"))
     recipe = load_recipe(path)

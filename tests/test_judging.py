@@ -1,5 +1,5 @@
-"""Judging: prompts for every strategy, the calls each strategy and swap make, the re-ask, typed
-outcomes (unparseable, refused, api_error) and the failure budget."""
+"""Judging: prompts for every strategy, the calls each strategy and presentation order make, the
+re-ask, typed outcomes (unparseable, refused, api_error) and the failure budget."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from builders.errors import BuildError, ProviderError
-from builders.judging import grammar, messages
+from builders.judging import messages
+from builders.strategies import STRATEGIES
 from builders.llm.fake import FakeProvider
 from builders.recipe import load_recipe
 from builders.stages import run_stage
@@ -23,26 +24,33 @@ def _recipe(project, **panel):
 
 def test_combined_prompt_shows_every_response_and_asks_for_every_score(project):
     recipe = _recipe(project)
-    system, user = (m["content"] for m in messages(recipe, "Why is the sky blue?", ["one", "two", "three"]))
+    conversation = messages(recipe, "Why is the sky blue?", ["one", "two", "three"])
+    system, user = (m["content"] for m in conversation.messages)
     assert "provided by three AI assistants" in system and "### Score Assistant C: Z/10" in system
-    assert "[The Start of Assistant C's Answer]\nthree\n[The End of Assistant C's Answer]" in user
+    fence = conversation.marker
+    assert f"[The Start of Assistant C's Answer {fence}]\nthree\n[The End of Assistant C's Answer {fence}]" in user
 
 
 def test_direct_and_independent_prompts_follow_the_paper(project):
     direct = _recipe(project, strategy="direct")
-    system, user = (m["content"] for m in messages(direct, "Q?", ["one", "two"]))
+    conversation = messages(direct, "Q?", ["one", "two"])
+    system, user = (m["content"] for m in conversation.messages)
     assert "C: If it is a tie" in system and system.endswith("### Answer: A or B or C")
-    assert "[The Start of Assistant B's Answer]\ntwo" in user
+    assert f"[The Start of Assistant B's Answer {conversation.marker}]\ntwo" in user
     independent = _recipe(project, strategy="independent", scale=100)
-    system, user = (m["content"] for m in messages(independent, "Q?", ["only"]))
+    conversation = messages(independent, "Q?", ["only"])
+    system, user = (m["content"] for m in conversation.messages)
     assert "overall score out of 100" in system and system.endswith("### Overall Score: X/100")
-    assert "[The Start of Assistant's Answer]\nonly\n" in user
+    assert f"[The Start of Assistant's Answer {conversation.marker}]\nonly\n" in user
 
 
 def test_grammars_name_every_verdict_line():
-    assert grammar("combined", 3, 10).count("### Score Assistant") == 3
-    assert '"\\n### Answer: " [ABC]' in grammar("direct", 2, 10)
-    assert '"/5"' in grammar("independent", 1, 5)
+    assert STRATEGIES["combined"].grammar(3, 10, reasoning=True).count("### Score Assistant") == 3
+    assert '"\\n### Answer: " [ABC]' in STRATEGIES["direct"].grammar(2, 10, reasoning=True)
+    assert '"/5"' in STRATEGIES["independent"].grammar(1, 5, reasoning=True)
+    brief = STRATEGIES["combined"].grammar(2, 10, reasoning=False, integer=True)
+    assert brief.startswith('root ::= "### Score Assistant A: " score') and "Evidence" not in brief
+    assert 'score ::= ("10" | [0-9])' in brief
 
 
 def _scores_with(project, answer, **panel):
@@ -71,10 +79,18 @@ def _scores_with(project, answer, **panel):
 GOOD = "### Score Assistant A: 3/10\n### Score Assistant B: 9/10\n### Score Assistant C: 5/10"
 
 
-def test_swap_judges_every_list_in_both_orders_and_records_it(project):
+def test_rotations_show_every_candidate_in_every_position_and_record_it(project):
     judge, scores = _scores_with(project, lambda item, shown, attempt: GOOD)
-    assert len(judge.calls) == 8  # 4 items x 2 orders
-    assert scores.group_by("presentation").len().sort("presentation")["len"].to_list() == [12, 12]
+    assert len(judge.calls) == 12  # 4 items x 3 rotations of their 3 candidates
+    assert scores.group_by("presentation").len().sort("presentation")["len"].to_list() == [12, 12, 12]
+    places = scores.group_by("candidate_id").agg(pl.col("position").sort())
+    assert all(p == [0, 1, 2] for p in places["position"].to_list())
+    assert scores.filter("is_swapped")["presentation"].min() == 1
+
+
+def test_reverse_and_single_orders(project):
+    judge, scores = _scores_with(project, lambda item, shown, attempt: GOOD, orders="reverse")
+    assert len(judge.calls) == 8
     swapped = scores.filter("is_swapped").join(scores.filter(~pl.col("is_swapped")), on="candidate_id")
     assert (swapped["position"] == 2 - swapped["position_right"]).all()
 
@@ -101,7 +117,7 @@ def test_unparseable_answer_is_asked_once_more_then_recorded_as_null(project):
     def answer(item, shown, attempt):
         return "I like them all." if item == 1 or (item == 0 and attempt == 1) else GOOD
 
-    judge, scores = _scores_with(project, answer, swap="false", max_parse_failure_rate=0.5)
+    judge, scores = _scores_with(project, answer, orders="single", max_parse_failure_rate=0.5)
     assert len(judge.calls) == 6
     reask = next(c["messages"] for c in judge.calls if len(c["messages"]) == 4)
     assert reask[-2] == {"role": "assistant", "content": "I like them all."}
@@ -122,7 +138,7 @@ def test_refusals_and_provider_failures_are_typed_rows(project):
             raise ProviderError("HTTP 400: context too long", retryable=False)
         return GOOD
 
-    _, scores = _scores_with(project, answer, swap="false", max_parse_failure_rate=0.5)
+    _, scores = _scores_with(project, answer, orders="single", max_parse_failure_rate=0.5)
     outcomes = scores.group_by("outcome").agg(pl.col("call_id").n_unique()).sort("outcome")
     assert dict(outcomes.iter_rows()) == {"api_error": 1, "ok": 2, "refused": 1}
     failed = scores.filter(pl.col("outcome") != "ok")
@@ -131,7 +147,7 @@ def test_refusals_and_provider_failures_are_typed_rows(project):
 
 
 def test_too_many_failed_calls_fail_the_stage_and_write_nothing(project):
-    with pytest.raises(BuildError, match=r"max_parse_failure_rate: 8 of 8 judge calls failed \(unparseable 8"):
+    with pytest.raises(BuildError, match=r"max_parse_failure_rate: 12 of 12 judge calls failed \(unparseable 12"):
         _scores_with(project, lambda item, shown, attempt: "nothing")
     assert not list((project.parent / "data").rglob("scores.parquet"))
 
@@ -154,6 +170,6 @@ def test_structured_verdicts_through_an_openai_compatible_server(project, tmp_pa
         scores = pl.read_parquet(project.parent / "data" / "tiny" / "scores.parquet")
         schema = server.requests[0]["json"]["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["scores"]["required"] == ["A", "B", "C"]
-    assert (scores["outcome"] == "ok").all() and scores.height == 24
+    assert (scores["outcome"] == "ok").all() and scores.height == 36
     first = scores.row(0, named=True)
     assert json.loads(first["raw"])["scores"][chr(ord("A") + first["position"])] == first["score"]

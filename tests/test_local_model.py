@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from builders.judging import messages, output_format, parse_judgment
+from builders.judging import messages
+from builders.judgment_parser import parse_judgment
+from builders.strategies import JudgeSpec
 from builders.llm.cache import ResponseCache
 from builders.llm.engine import Engine
 from builders.llm.local import DEFAULT_MODEL_SHA256, default_model_path, fold_system
@@ -39,7 +41,7 @@ def test_grammar_makes_the_judge_answer_parseable(project, tmp_path, model_path)
     recipe = load_recipe(tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 120"))
     conversation = messages(recipe, "What is 2 + 2?", ["4", "5"])
     engine = Engine(recipe, cache=ResponseCache(tmp_path / "c"), progress=False)
-    answer = engine.run(engine.chat("judge", conversation, output=output_format(recipe, 2)))
+    answer = engine.run(engine.chat("judge", conversation.messages, output=JudgeSpec.of(recipe.judge.panel).output_format(2)))
     judgment = parse_judgment(answer.text, strategy="combined", scale=10, n=2)
     assert judgment.ok, answer.text
 
@@ -55,6 +57,6 @@ def test_structured_json_verdict_from_the_local_model(project, tmp_path, model_p
     recipe = load_recipe(path)
     conversation = messages(recipe, "What is 2 + 2?", ["4", "5"])
     engine = Engine(recipe, cache=ResponseCache(tmp_path / "d"), progress=False)
-    answer = engine.run(engine.chat("judge", conversation, output=output_format(recipe, 2)))
+    answer = engine.run(engine.chat("judge", conversation.messages, output=JudgeSpec.of(recipe.judge.panel).output_format(2)))
     assert answer.text.lstrip().startswith("{")
     assert parse_judgment(answer.text, strategy="combined", scale=10, n=2).ok, answer.text

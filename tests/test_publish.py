@@ -215,7 +215,7 @@ def test_lineage_columns_name_each_sides_writer(project):
     joined = dpo.join(candidates, left_on="chosen_id", right_on="candidate_id")
     assert (joined["chosen_iteration"] == joined["iteration"]).all()
     assert (joined["chosen_generator"] == "writer").all() and joined["chosen_reviewers"].to_list()[0] == ["reviewer"]
-    assert set(dpo["judge"]) == {"judge (combined, scale 10, swapped)"} and dpo["judge_models"].to_list()[0] == ["fake/auto"]
+    assert set(dpo["judge"]) == {"judge (combined, scale 10, orders rotations)"} and dpo["judge_models"].to_list()[0] == ["fake/auto"]
     assert dpo["recipe_hash"].n_unique() == dpo["template_hash"].n_unique() == 1
     kto = read_table(TABLES["kto"], data)
     assert set(kto["recipe_hash"]) == set(dpo["recipe_hash"])

@@ -37,6 +37,8 @@ def cache_key(
     }
     if output and output.json_schema is not None:
         payload["json_schema"] = output.json_schema
+    if output and output.top_logprobs is not None:
+        payload["top_logprobs"] = output.top_logprobs
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -61,7 +63,7 @@ class ResponseCache:
         row = self._db.execute("select completion, latency_s from responses where key = ?", (key,)).fetchone()
         if row is None:
             return None
-        return Completion(**json.loads(row[0])), row[1]
+        return Completion.from_stored(json.loads(row[0])), row[1]
 
     def put(self, key: str, completion: Completion, latency_s: float) -> None:
         blob = json.dumps(completion.stored(), ensure_ascii=False)

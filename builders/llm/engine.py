@@ -24,7 +24,7 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -32,10 +32,10 @@ from tqdm import tqdm
 from builders.errors import BuildError, ProviderError
 from builders.llm.budget import Budget, Ledger, estimate_tokens
 from builders.llm.cache import ResponseCache, cache_key
-from builders.llm.fake import auto_answer
+from builders.llm.fake import auto_answer, fake_logprobs
 from builders.llm.limiter import AdaptiveLimiter
 from builders.llm.registry import create_provider, identity, provider_class
-from builders.llm.types import ChatResponse, Completion, Message, OutputFormat, Provider
+from builders.llm.types import TOP_LOGPROBS, ChatResponse, Completion, Message, OutputFormat, Provider
 from builders.recipe import ModelSpec, Recipe, StageOptions
 
 log = logging.getLogger(__name__)
@@ -155,18 +155,26 @@ class Engine:
         return (tokens_in * price.input + tokens_out * price.output) / 1e6 * self._price_share(model)
 
     async def chat(
-        self, model: str, messages: list[Message], *, output: OutputFormat | None = None, sample_index: int = 0
+        self, model: str, messages: list[Message], *, output: OutputFormat | None = None, sample_index: int = 0,
+        max_tokens: int | None = None,
     ) -> ChatResponse:
+        """One call; `max_tokens` lowers the model's own limit for answers known to be short."""
         if self._stop is not None:
             raise Stopped("stopped")
         spec = self.spec(model)
         sampling = spec.sampling()
+        if max_tokens is not None:
+            sampling["max_tokens"] = min(sampling["max_tokens"], max_tokens)
         if model not in self._identities:
             self._identities[model] = identity(spec)
         key = cache_key(
             model=self._identities[model], messages=messages, sampling=sampling, output=output, sample_index=sample_index
         )
         hit = self.cache.get(key)
+        if hit is None and output is not None and output.top_logprobs is None:  # the same call made with token
+            with_logprobs = replace(output, top_logprobs=TOP_LOGPROBS)       # probabilities wrote the same answer
+            hit = self.cache.get(cache_key(model=self._identities[model], messages=messages, sampling=sampling,
+                                           output=with_logprobs, sample_index=sample_index))
         if hit is not None:
             completion, latency = hit
             response = self._response(model, completion, latency, cached=True)
@@ -177,9 +185,9 @@ class Engine:
                 self.budget.count(response.cost_usd)
             return response
         self.prepare([model])
-        worst = self._cost(model, estimate_tokens(messages), spec.max_tokens)
+        worst = self._cost(model, estimate_tokens(messages), sampling["max_tokens"])
         if self.dry_run:
-            completion, latency = self._stand_in(spec, messages, output, sample_index), 0.0
+            completion, latency = self._stand_in(sampling["max_tokens"], messages, output, sample_index), 0.0
         else:
             if self.budget:
                 await self.budget.reserve(worst)
@@ -192,6 +200,11 @@ class Engine:
                 if self.budget:
                     self.budget.settle(worst, 0.0)
                 raise
+            if output and output.top_logprobs and completion.logprobs is None:
+                raise BuildError(
+                    f"model '{model}' ({spec.provider}/{spec.model}) returned no token log probabilities, which "
+                    "judge.panel.score_mode `expected` reads; use score_mode `text` for this model"
+                )
             self.cache.put(key, completion, latency)
         response = self._response(model, completion, latency, cached=False)
         if self.budget:
@@ -204,11 +217,12 @@ class Engine:
         return response
 
     @staticmethod
-    def _stand_in(spec: ModelSpec, messages: list[Message], output: OutputFormat | None, sample_index: int) -> Completion:
+    def _stand_in(max_tokens: int, messages: list[Message], output: OutputFormat | None, sample_index: int) -> Completion:
         """A dry run's answer: in the form the prompt asks for, as long as `max_tokens` allows when free text."""
-        words = None if output else int(spec.max_tokens * WORDS_PER_TOKEN)
+        words = None if output else int(max_tokens * WORDS_PER_TOKEN)
         text = auto_answer(messages, sample_index, words=words)
-        return Completion(text, estimate_tokens(messages), spec.max_tokens, "planned")
+        logprobs = fake_logprobs(text, output.top_logprobs) if output and output.top_logprobs else None
+        return Completion(text, estimate_tokens(messages), max_tokens, "planned", logprobs=logprobs)
 
     def _batch(self):
         if self._batcher is None:
@@ -258,7 +272,7 @@ class Engine:
 
     def _response(self, model: str, c: Completion, latency: float, *, cached: bool) -> ChatResponse:
         cost = self._cost(model, c.tokens_in, c.tokens_out)
-        return ChatResponse(c.text, c.tokens_in, c.tokens_out, cost, latency, cached, c.finish_reason)
+        return ChatResponse(c.text, c.tokens_in, c.tokens_out, cost, latency, cached, c.finish_reason, c.logprobs)
 
     def run(self, job: Awaitable[T]) -> T:
         """Run a stage's top-level coroutine to completion in a fresh event loop."""

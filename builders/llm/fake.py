@@ -11,17 +11,21 @@ Models:
 - `fake/scripted`: returns the texts (or raises the exceptions) given as `script`, in order. A
   provider built with a `script` (in tests, injected into a stage) is scripted whatever its model id.
 
+Asked for token probabilities, every model gives the deterministic ones of `fake_logprobs` (unless
+built with `logprobs=False`, to play a model that gives none).
+
 Every call is recorded in `calls` so tests can assert exactly what was sent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections import deque
 
 from builders.errors import BuildError
-from builders.llm.types import Completion, Message, OutputFormat
+from builders.llm.types import Completion, Message, OutputFormat, TokenLogprob
 from builders.recipe import ModelSpec
 
 HEADER = re.compile(r"###\s*([^:\n#]+):\s*(\[[^\]]*\]|[A-Z]\s*/\s*\d+|[A-Z](?: or [A-Z])+)?")
@@ -36,6 +40,28 @@ def _digest(*parts: str) -> bytes:
 
 def _tokens(text: str) -> int:
     return max(1, len(text.split()))
+
+
+TOKEN = re.compile(r"\d|[A-Za-z]+|\s+|[^\w\s]")  # digits one by one, as Qwen's and Gemma's tokenizers split numbers
+
+
+def fake_logprobs(text: str, k: int) -> tuple[TokenLogprob, ...]:
+    """Deterministic token probabilities for `text`: each token has probability 0.6; a digit shares
+    the rest with its neighbours (0.2 and 0.15), a capital letter with the next two letters; the
+    model would stop a number after any other digit (`after`)."""
+    out = []
+    for token in TOKEN.findall(text):
+        if token.isdigit():
+            others = [str(d) for d in (int(token) + 1, int(token) - 1) if 0 <= d <= 9]
+            top = [(token, math.log(0.6)), *zip(others, map(math.log, (0.2, 0.15)))][:k]
+            after = {t: (("/", 0.0),) for t, _ in top[1:]}
+        elif len(token) == 1 and token.isupper():
+            others = [chr((ord(token) - 65 + i) % 3 + 65) for i in (1, 2)] if token in "ABC" else []
+            top, after = [(token, math.log(0.6)), *zip(others, map(math.log, (0.25, 0.1)))][:k], None
+        else:
+            top, after = [(token, math.log(0.6))], None
+        out.append(TokenLogprob(token, top[0][1], tuple(top), after))
+    return tuple(out)
 
 
 def auto_answer(messages: list[Message], sample_index: int = 0, *, words: int | None = None) -> str:
@@ -69,7 +95,7 @@ def auto_answer(messages: list[Message], sample_index: int = 0, *, words: int | 
 
 
 class FakeProvider:
-    def __init__(self, spec: ModelSpec, *, api_key: str | None = None, script: list | None = None):
+    def __init__(self, spec: ModelSpec, *, api_key: str | None = None, script: list | None = None, logprobs: bool = True):
         self.spec = spec
         self.calls: list[dict] = []
         self.script = deque(script or [])
@@ -78,6 +104,7 @@ class FakeProvider:
             raise BuildError(problem)
         answers = {"auto": auto_answer, "echo": self._echo, "garbage": self._garbage, "scripted": self._scripted}
         self._answer = self._scripted if script is not None else answers[spec.model]
+        self.logprobs = logprobs
 
     @staticmethod
     def model_problem(model: str) -> str | None:
@@ -105,4 +132,5 @@ class FakeProvider:
         self.calls.append({"messages": messages, "sampling": sampling, "output": output, "sample_index": sample_index})
         text = self._answer(messages, sample_index)
         prompt_tokens = sum(_tokens(m["content"]) for m in messages)
-        return Completion(text=text, tokens_in=prompt_tokens, tokens_out=_tokens(text), finish_reason="stop")
+        logprobs = fake_logprobs(text, output.top_logprobs) if output and output.top_logprobs and self.logprobs else None
+        return Completion(text=text, tokens_in=prompt_tokens, tokens_out=_tokens(text), finish_reason="stop", logprobs=logprobs)

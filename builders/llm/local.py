@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
-import json
 import importlib.resources
+import json
+import math
 import os
 import threading
 from pathlib import Path
 
 from builders.errors import BuildError, ProviderError
-from builders.llm.types import Completion, Message, OutputFormat
+from builders.llm.types import Completion, Message, OutputFormat, TokenLogprob
 from builders.recipe import ModelSpec
 
 DEFAULT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -156,6 +157,93 @@ def bounded(schema: object) -> object:
     return out
 
 
+PROBE_MIN_P = 1e-3  # a number token less likely than this is not followed further
+NUMBER_DIGITS = 3  # numbers are followed up to this many digits (scores go to 100)
+
+
+def _log_softmax(logits):
+    import numpy as np
+
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _top(llm, row, k: int) -> list[tuple[int, str, float]]:
+    import numpy as np
+
+    ids = np.argpartition(-row, k)[:k]
+    ids = ids[np.argsort(-row[ids])]
+    return [(int(i), llm.detokenize([int(i)]).decode("utf-8", errors="ignore"), float(row[i])) for i in ids]
+
+
+def _next_row(llm, n_past: int, tokens: list[int]):
+    """Log probabilities of the next token after the context's first `n_past` tokens and `tokens`."""
+    import numpy as np
+
+    llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+    llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
+    llm._ctx.decode(llm._batch)
+    return _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits_ith(len(tokens) - 1), shape=(llm.n_vocab(),)).copy())
+
+
+def token_logprobs(llm, prompt_tokens: int, text: str, k: int) -> tuple[TokenLogprob, ...]:
+    """The `k` most likely tokens at each place of the answer just generated, read by evaluating the
+    answer once more with logits at every place (llama.cpp keeps none while sampling). Where the
+    answer wrote a number, each likely other number token is followed a token or two further
+    (`after`), so a number split over tokens ("1", "0") has its probability known.
+
+    Runs under the model's lock, right after the generation, whose context it reuses and leaves
+    spoilt (every call resets the model first)."""
+    import numpy as np
+
+    answer = [int(t) for t in llm.input_ids[prompt_tokens:llm.n_tokens]]
+    done = llm.detokenize(answer).decode("utf-8", errors="ignore")
+    if len(done) < len(text):  # the last token sampled is never evaluated
+        answer += llm.tokenize(text[len(done):].encode(), add_bos=False, special=False)
+    if not answer:
+        return ()
+    n_vocab, start = llm.n_vocab(), prompt_tokens - 1
+    context = [int(llm.input_ids[start]), *answer[:-1]]  # row i: the distribution of answer token i
+    llm._ctx.kv_cache_seq_rm(-1, start, -1)
+    rows = []
+    for i in range(0, len(context), llm.n_batch):
+        chunk = context[i : i + llm.n_batch]
+        llm._batch.set_batch(batch=chunk, n_past=start + i, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(chunk) * n_vocab,)).reshape(len(chunk), n_vocab)
+        rows.append(_log_softmax(logits.copy()))
+    table = np.concatenate(rows)
+    out: list[TokenLogprob] = []
+    for i in reversed(range(len(answer))):  # from the end: a probe spoils the context after its place only
+        top = _top(llm, table[i], k)
+        token = llm.detokenize([answer[i]]).decode("utf-8", errors="ignore")
+        after = _follow_numbers(llm, prompt_tokens + i, top, k, answer[i]) if token.strip().isdigit() else None
+        out.append(TokenLogprob(token, float(table[i][answer[i]]), tuple((t, lp) for _, t, lp in top), after))
+    return tuple(reversed(out))
+
+
+def _follow_numbers(llm, n_past: int, top: list[tuple[int, str, float]], k: int, written: int) -> dict:
+    """token text (and text of two tokens) -> the next tokens after it, for the likely number tokens
+    other than the one written (whose next token is the answer's own)."""
+    after: dict = {}
+
+    def follow(ids: list[int], text: str, p: float) -> None:
+        digits = text.strip()
+        if len(digits) >= NUMBER_DIGITS:
+            return
+        row = _next_row(llm, n_past, ids)
+        nxt = _top(llm, row, k)
+        after[text] = tuple((t, lp) for _, t, lp in nxt)
+        for i, t, lp in nxt:
+            if t.isdigit() and p * math.exp(lp) >= PROBE_MIN_P:
+                follow([*ids, i], text + t, p * math.exp(lp))
+
+    for i, t, lp in top:
+        if i != written and t.strip().isdigit() and math.exp(lp) >= PROBE_MIN_P:
+            follow([i], t, math.exp(lp))
+    return after
+
+
 class LocalProvider:
     runs_in_process = True  # one llama.cpp call at a time: the engine queues calls before their timeout starts
 
@@ -196,13 +284,18 @@ class LocalProvider:
                 out = llm.create_chat_completion(messages=messages, **kwargs)
             except ValueError as e:  # e.g. the prompt exceeds the context window
                 raise ProviderError(f"local model: {e}", retryable=False) from None
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
+            choice = out["choices"][0]
+            usage = out.get("usage") or {}
+            text = choice["message"].get("content") or ""
+            logprobs = None
+            if output and output.top_logprobs:
+                logprobs = token_logprobs(llm, usage.get("prompt_tokens", 0), text, output.top_logprobs)
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
             tokens_in=usage.get("prompt_tokens", 0),
             tokens_out=usage.get("completion_tokens", 0),
             finish_reason=choice.get("finish_reason"),
+            logprobs=logprobs,
         )
 
     async def complete(
