@@ -129,6 +129,11 @@ def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
     gate_line = (f"- Export gate: kappa ({gate.bound}) at least {gate.min_kappa} on `{gate.benchmark}`.\n"
                  if gate else "")
     status = ", ".join(f"{k} {n}" for k, n in verdicts["status"].value_counts(sort=True).iter_rows())
+    candidates = read_table(CANDIDATES, data_dir)
+    problems = candidates["problem"].drop_nulls().value_counts(sort=True)
+    no_answer = (f"{problems['count'].sum()} of {candidates.height} candidates were no answer ("
+                 + ", ".join(f"{k} {n}" for k, n in problems.iter_rows()) + ") and were never judged or exported"
+                 if problems.height else f"all {candidates.height} candidates were answers (none empty, blank, refused or cut off)")
     balance = kto_balance(kto)
     spend = _table(("stage", "calls", "tokens in", "tokens out", "cost (USD)"),
                    [(st, n, f"{ti:,}", f"{to:,}", f"{cost:.4f}") for st, n, ti, to, cost in usage(data_dir)])
@@ -163,6 +168,7 @@ chosen and the others rejected.
 - `dpo`: {dpo.height} pairs ({recipe.export.pairing.replace('_', ' ')}, minimum margin {recipe.export.min_margin}); score margin {_stats(dpo["margin"])}.
 - `kto`: {kto.height} examples, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable{f"; with KTOTrainer, `undesirable_weight={balance['undesirable_weight']}` balances them" if balance["undesirable_weight"] else ""}.
 - Verdicts: {status}; {int(verdicts["is_tie"].sum())} of {verdicts.height} items had a tie for the best answer (a tied answer is never rejected).
+- Candidates: {no_answer}.
 
 Every row carries its lineage: the writer (`generator`, `reviewers`, `iteration`, per side in `dpo`), the
 `judge` and `judge_models`, and hashes of the prompt templates (`template_hash`) and of the recipe

@@ -69,6 +69,7 @@ def search(recipe: Recipe, j: Judgments, w: np.ndarray) -> tuple[list[dict], dic
             **_estimate_columns("kappa", m["kappa"]),
             **_estimate_columns("accuracy", m["accuracy"]),
             **_estimate_columns("flip_rate", m["flip_rate"]),
+            **_estimate_columns("position_bias", m["position_bias"]),
             **_estimate_columns("longer_wins", m["longer_wins"]),
             "fingerprint": fingerprint(recipe, members),
         })
@@ -97,7 +98,8 @@ def _per_model_rows(rows: list[dict], labels: dict[str, np.ndarray], j: Judgment
 
 
 def _summary(recipe: Recipe, rows: list[dict], j: Judgments, w: np.ndarray) -> dict:
-    keep = ("kappa", "kappa_low", "kappa_high", "accuracy", "flip_rate", "longer_wins", "n_missing")
+    keep = ("kappa", "kappa_low", "kappa_high", "accuracy", "flip_rate", "position_bias", "position_bias_low",
+            "position_bias_high", "longer_wins", "n_missing")
     configured = next(r for r in rows if r["configured"])
     best = rows[0]
     num, den = longer_wins(j, j.human)

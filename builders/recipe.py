@@ -488,11 +488,11 @@ def load_recipe(path: Path | str, *, check_keys: bool = False, check_source: boo
     """Load and check a recipe: schema, model references, prompt templates, optionally the source
     (read whole: `build` leaves that to the items stage, which reads it anyway) and API keys."""
     from builders import prompts, sources  # late: both import this module's types
-    from builders.llm.registry import key_problems, provider_problems
+    from builders.llm.registry import key_problems, logprob_problems, provider_problems
 
     path = Path(path)
     recipe = parse_recipe(path)
-    problems = provider_problems(recipe) + prompts.template_problems(recipe)
+    problems = provider_problems(recipe) + logprob_problems(recipe) + prompts.template_problems(recipe)
     if check_source:
         problems += sources.source_problems(recipe)
     if check_keys:

@@ -17,6 +17,7 @@ cannot be, or the provider failed after its retries, the rows carry `score = nul
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +149,14 @@ def check_failure_budget(recipe: Recipe, calls: pl.DataFrame, what: str = "judge
         )
 
 
+def position_means(scores: pl.DataFrame) -> dict[str, list[float]]:
+    """judge -> its mean score (as a share of the scale) in each position of calls showing several
+    candidates: with every candidate in every position, unequal means are the judge's position bias."""
+    shown = scores.filter(pl.col("outcome") == "ok", pl.col("strategy") != "independent")
+    by = shown.group_by("judge", "position").agg((pl.col("score") / pl.col("scale")).mean().alias("mean")).sort("position")
+    return {judge: group["mean"].to_list() for (judge,), group in by.group_by("judge", maintain_order=True)}
+
+
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     items = read_table(ITEMS, data_dir)
     candidates = read_table(CANDIDATES, data_dir)
@@ -157,3 +166,6 @@ def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     df = frame(SCORES, engine.run(_score(engine, recipe, items, candidates, debates)))
     check_failure_budget(recipe, df.unique("call_id"))
     write_table(SCORES, df, data_dir)
+    for judge, means in sorted(position_means(df).items()):
+        places = ", ".join(f"{chr(65 + i)} {m:.2f}" for i, m in enumerate(means))
+        print(f"{recipe.name}: scores: {judge}: mean score by position {places} (share of the scale)", file=sys.stderr)

@@ -259,6 +259,8 @@ AGREEMENT = Table(
         *_estimate("kappa", "Cohen's kappa with the human winner over model_a, model_b and tie"),
         *_estimate("accuracy", "share of items where the evaluator's label equals the human one"),
         *_estimate("flip_rate", "share of items judged in both orders whose label changed with the order"),
+        *_estimate("position_bias", "mean score of the answer shown first minus the answer shown second, as a share of "
+                   "the scale (0: the order does not sway the judge; +1: first always full marks, second none)"),
         *_estimate("longer_wins", "share of the evaluator's non-tie verdicts that went to the longer answer"),
         Column("fingerprint", pl.String, "the judge configuration's fingerprint, looked up by export gates"),
     ),

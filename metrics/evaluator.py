@@ -45,6 +45,17 @@ def longer_wins(j: Judgments, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (den & won_longer).astype(np.float64), den.astype(np.float64)
 
 
+def position_advantage(j: Judgments, members: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(num, den) per item: the first-shown answer's score minus the second's, as a share of the
+    scale, summed over members and orders (num), and how many (member, order) pairs scored it (den).
+    Their ratio is the position bias: 0 for a judge the order does not sway, +1 for one that always
+    gives the first answer full marks and the second none."""
+    rows = [j.judge(m) for m in members]
+    first_minus_second = j.order_margin[rows] * np.array([1.0, -1.0])[None, :, None]  # order 1 shows model_b first
+    seen = ~np.isnan(first_minus_second)
+    return np.where(seen, first_minus_second, 0.0).sum(axis=(0, 1)), seen.sum(axis=(0, 1)).astype(np.float64)
+
+
 def kappa(j: Judgments, labels: np.ndarray, w: np.ndarray) -> Estimate:
     codes = pair_codes(j.human, labels)
     value = float(kappa_from_confusion(np.bincount(codes, minlength=9).reshape(3, 3)))
@@ -52,7 +63,7 @@ def kappa(j: Judgments, labels: np.ndarray, w: np.ndarray) -> Estimate:
 
 
 def measure(j: Judgments, members: tuple[str, ...], rule: str, w: np.ndarray) -> dict:
-    """Kappa, accuracy, flip rate and longer-answer win rate of one evaluator, with intervals."""
+    """Kappa, accuracy, flip rate, position bias and longer-answer win rate of one evaluator, with intervals."""
     labels, by_order = labels_of(j, members, rule)
     flipped, both = flips(by_order)
     return {
@@ -61,6 +72,7 @@ def measure(j: Judgments, members: tuple[str, ...], rule: str, w: np.ndarray) ->
         "accuracy": _ratio(w, (j.human == np.where(labels == MISSING, TIE, labels)).astype(np.float64),
                            np.ones(j.n)),
         "flip_rate": _ratio(w, flipped.astype(np.float64), both.astype(np.float64)),
+        "position_bias": _ratio(w, *position_advantage(j, members)),
         "longer_wins": _ratio(w, *longer_wins(j, labels)),
         "n_missing": int((labels == MISSING).sum()),
         "n_ties": int((labels == TIE).sum()),

@@ -83,6 +83,7 @@ import datetime
 import functools
 import hashlib
 import json
+import math
 import re
 import signal
 import socket
@@ -93,7 +94,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from builders.llm.fake import auto_answer
+from builders.llm.fake import auto_answer, fake_logprobs
 
 FAULT_KINDS = ("429", "500", "400", "broken-json", "drop")
 BATCH_FAILURES = ("failed", "expired")
@@ -184,6 +185,7 @@ class FakeOpenAIServer:
         batch_fail: str | None = None,
         record: bool = True,
         port: int = 0,
+        logprobs: bool = True,
     ):
         self.delay_s = delay_s
         self.fault_rates = {Fault(kind).kind: rate for kind, rate in (fault_rates or {}).items()}
@@ -201,6 +203,8 @@ class FakeOpenAIServer:
         self.batch_fail = batch_fail
         self.record = record
         self.port = port
+        self.logprobs = logprobs  # False: a server that ignores `logprobs` requests
+        self._answers: deque[tuple[str, list | None]] = deque()  # scripted answers: text, OpenAI-style logprobs
         self.requests: list[dict] = []  # every chat request: path, headers (lower-case names), json, time (monotonic)
         self.requests_received = 0
         self.completed = 0  # whole 200 answers sent
@@ -220,6 +224,12 @@ class FakeOpenAIServer:
         self._ids: Counter[str] = Counter()  # prefix -> last number given
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
+
+    def answer_next(self, text: str, logprobs: list[tuple[str, list[tuple[str, float]]]] | None = None) -> None:
+        """Answer the next chat request with `text` and, when asked for them, these token probabilities:
+        (token, [(token, probability), ...] most likely first, the token itself among them)."""
+        with self._lock:
+            self._answers.append((text, logprobs))
 
     def fail_next(self, *faults: str | Fault) -> None:
         """Queue faults for the next chat requests, one per request, in order."""
@@ -541,11 +551,32 @@ def _instance(schema: dict, noise) -> object:
     return "A structured evaluation."
 
 
-def completion_body(request: dict) -> dict:
-    """A chat.completion object answering `request` (a parsed chat-completions request body)."""
+def _logprobs(request: dict, text: str, scripted: list | None) -> dict | None:
+    """The answer's token probabilities in the shape the request asked for: OpenAI's (`logprobs: true,
+    top_logprobs: k`: a `content` list) or Together's (`logprobs: k`: parallel lists)."""
+    asked = request.get("logprobs")
+    if not asked:
+        return None
+    k = request.get("top_logprobs") or 0 if asked is True else int(asked)
+    if scripted is None:
+        scripted = [(t.token, [(a, math.exp(lp)) for a, lp in t.top]) for t in fake_logprobs(text, max(k, 1))]
+    rows = [(token, [(a, math.log(p)) for a, p in top][:k]) for token, top in scripted]
+    own = [next((lp for a, lp in top if a == token), math.log(1e-9)) for token, top in rows]
+    if asked is True:
+        return {"content": [{"token": token, "logprob": lp, "bytes": list(token.encode()),
+                             "top_logprobs": [{"token": a, "logprob": x, "bytes": list(a.encode())} for a, x in top]}
+                            for (token, top), lp in zip(rows, own)]}
+    return {"tokens": [t for t, _ in rows], "token_logprobs": own, "top_logprobs": [dict(top) for _, top in rows]}
+
+
+def completion_body(request: dict, scripted: tuple[str, list | None] | None = None, logprobs: bool = True) -> dict:
+    """A chat.completion object answering `request` (a parsed chat-completions request body), with
+    the `scripted` answer (text, token probabilities) when given."""
     messages = request.get("messages") or []
     response_format = request.get("response_format") or {}
-    if response_format.get("type") == "json_schema":  # structured output: a JSON object of the schema
+    if scripted is not None:
+        text = scripted[0]
+    elif response_format.get("type") == "json_schema":  # structured output: a JSON object of the schema
         digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
         text = json.dumps(_instance(response_format["json_schema"]["schema"], iter(digest * 4)))
     else:
@@ -558,7 +589,8 @@ def completion_body(request: dict) -> dict:
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": request.get("model", "unknown"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                     "logprobs": _logprobs(request, text, scripted[1] if scripted else None) if logprobs else None}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
@@ -672,7 +704,9 @@ class _Handler(BaseHTTPRequestHandler):
         fault = fake._next_fault(digest)
         time.sleep(fake.delay_s)
         if fault is None:
-            body = json.dumps(completion_body(parsed)).encode()
+            with fake._lock:
+                scripted = fake._answers.popleft() if fake._answers else None
+            body = json.dumps(completion_body(parsed, scripted, fake.logprobs)).encode()
             with fake._lock:
                 headers = fake._ok_headers()
             self._send(200, body, headers)

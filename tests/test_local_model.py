@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from builders.judging import messages
+from builders.judging import ask, messages
 from builders.judgment_parser import parse_judgment
 from builders.strategies import JudgeSpec
 from builders.llm.cache import ResponseCache
@@ -60,3 +62,23 @@ def test_structured_json_verdict_from_the_local_model(project, tmp_path, model_p
     answer = engine.run(engine.chat("judge", conversation.messages, output=JudgeSpec.of(recipe.judge.panel).output_format(2)))
     assert answer.text.lstrip().startswith("{")
     assert parse_judgment(answer.text, strategy="combined", scale=10, n=2).ok, answer.text
+
+
+def test_expected_scores_from_the_local_model(project, tmp_path, model_path):
+    path = tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 200")
+    path.write_text(path.read_text().replace(
+        "    models: [judge]\n", "    models: [judge]\n    score_mode: expected\n    reasoning: false\n"))
+    recipe = load_recipe(path)
+    spec = JudgeSpec.of(recipe.judge.panel)
+    conversation = messages(recipe, "What is the capital of France?", ["Paris.", "I do not know."])
+    engine = Engine(recipe, cache=ResponseCache(tmp_path / "e"), progress=False)
+    answer = engine.run(ask(engine, spec, "judge", conversation, 2))
+    assert answer.ok, answer.raw
+    written = parse_judgment(answer.raw, strategy="combined", scale=10, n=2).scores
+    assert all(0 <= s <= 10 for s in answer.judgment.scores)
+    assert all(0.5 < m <= 1.0 + 1e-6 for m in answer.judgment.mass)  # most of the mass is on scores
+    assert answer.judgment.scores != written  # a distribution, not the greedy digits
+    response = engine.run(engine.chat("judge", conversation.messages, output=spec.output_format(2), max_tokens=spec.max_tokens(2)))
+    assert response.cached and "".join(t.token for t in response.logprobs) == response.text
+    for t in response.logprobs:
+        assert t.top[0][1] >= t.top[-1][1] and sum(math.exp(lp) for _, lp in t.top) <= 1 + 1e-6

@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders.llm.logprobs import read_logprobs
 from builders.llm.types import Completion
 
 ENDPOINT = "/v1/chat/completions"
@@ -56,6 +57,7 @@ def parse_result(row: dict) -> tuple[str, Completion | str | None]:
         tokens_in=usage.get("prompt_tokens", 0) or 0,
         tokens_out=usage.get("completion_tokens", 0) or 0,
         finish_reason=choice.get("finish_reason"),
+        logprobs=read_logprobs(choice.get("logprobs")),
     )
 
 

@@ -60,6 +60,25 @@ def provider_problems(recipe: Recipe) -> list[str]:
     return problems
 
 
+def logprob_problems(recipe: Recipe) -> list[str]:
+    """`score_mode: expected` reads token probabilities: judges known to give none are refused now,
+    not after the build has paid for their answers."""
+    panel = recipe.judge.panel
+    if panel.score_mode != "expected":
+        return []
+    problems = []
+    judges = panel.debate.referees.values() if panel.debate else panel.models
+    for name in dict.fromkeys(judges):
+        spec = recipe.models.get(name)
+        if spec is None or spec.provider not in PROVIDERS:
+            continue  # reported by the reference and provider checks
+        check = getattr(provider_class(spec), "logprobs_problem", None)
+        if problem := (check(spec.model) if check else None):
+            problems.append(f"judge.panel.score_mode: `expected` needs token log probabilities, and models.{name}: "
+                            f"{problem} (use score_mode `text` or another judge)")
+    return problems
+
+
 def identity(spec: ModelSpec) -> dict:
     """What names the model whose answers the cache stores. A provider may refine it with an
     `identity(spec)` of its own (the bundled local model by its hash, a server's URL)."""

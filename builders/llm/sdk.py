@@ -11,12 +11,14 @@ import datetime
 import email.utils
 import inspect
 import json
+import re
 import time
 from types import ModuleType
 
 from builders.errors import ProviderError
 from builders.llm.batch_api import OpenAIBatchAPI, TogetherBatchAPI
 from builders.llm.limiter import rate_limit
+from builders.llm.logprobs import read_logprobs
 from builders.llm.types import Completion, Message, OutputFormat
 from builders.recipe import ModelSpec
 
@@ -77,7 +79,19 @@ class ChatSDKProvider:
             params["top_p"] = sampling["top_p"]
         if sampling.get("seed") is not None:
             params["seed"] = sampling["seed"] + sample_index  # independent samples get their own seed
+        if output is not None and output.top_logprobs:
+            params |= self.logprob_params(output.top_logprobs)
         return params | _response_format(output)
+
+    @staticmethod
+    def logprob_params(k: int) -> dict:
+        """How the API asks for the `k` most likely tokens at each position."""
+        return {"logprobs": True, "top_logprobs": k}
+
+    @staticmethod
+    def logprobs_problem(model: str) -> str | None:
+        """Why `model` is known to give no token log probabilities, if it is."""
+        return None
 
     async def complete(
         self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
@@ -106,12 +120,14 @@ class ChatSDKProvider:
         choice = response.choices[0]
         text = choice.message.content if choice.message is not None else None
         usage = response.usage
+        asked = output is not None and output.top_logprobs
         return Completion(
             text=text or "",
             tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
             tokens_out=getattr(usage, "completion_tokens", 0) or 0,
             finish_reason=choice.finish_reason,
             ratelimit=rate_limit(raw.headers),
+            logprobs=read_logprobs(getattr(choice, "logprobs", None)) if asked else None,
         )
 
 
@@ -131,6 +147,13 @@ class OpenAIProvider(ChatSDKProvider):
     max_tokens_param = "max_completion_tokens"
     batch_api_class = OpenAIBatchAPI
 
+    @staticmethod
+    def logprobs_problem(model: str) -> str | None:
+        """OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and their variants) refuse `logprobs`."""
+        if re.match(r"(?:o\d|gpt-5)(?:\b|-|$)", model):
+            return f"OpenAI's reasoning model {model} gives no token log probabilities"
+        return None
+
 
 class OpenAICompatibleProvider(ChatSDKProvider):
     @staticmethod
@@ -143,6 +166,10 @@ class TogetherProvider(ChatSDKProvider):
     sdk_name = "together"
     client_class = "AsyncTogether"
     batch_api_class = TogetherBatchAPI
+
+    @staticmethod
+    def logprob_params(k: int) -> dict:
+        return {"logprobs": k}  # Together's API takes the number of most likely tokens
 
     @staticmethod
     def base_url(url: str) -> str:
