@@ -26,16 +26,6 @@ from builders.llm.types import TokenLogprob
 LETTER_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _positions(strategy: str, n: int) -> list[re.Pattern]:
-    """Per response, where the judge's own score (or pick) starts: verdict lines, or JSON fields."""
-    if strategy == "direct":
-        return [re.compile(r'(?im)(?:^[ \t#*_]*(?:final\s+)?answer\s*:[ \t*_\[]*|"answer"\s*:\s*")(?P<v>[ABC])\b')]
-    if strategy == "independent":
-        return [re.compile(r'(?im)(?:^[ \t#*_]*(?:overall\s+)?score[ \t*_]*:[ \t*_]*|"score"\s*:\s*"?)(?P<v>\d)')]
-    return [re.compile(rf'(?im)(?:^[ \t#*_]*score\s+(?:for\s+)?assistant\s+{a}\b[ \t*_]*:[ \t*_]*|"{a}"\s*:\s*"?)(?P<v>\d)')
-            for a in LETTER_NAMES[:n]]
-
-
 def _own(text: str, marker: str | None, quoted: tuple[str, ...]) -> list[tuple[int, int]]:
     """Character spans of the judge's own lines (outside answer fences, not copies of answer lines)."""
     lines = text.split("\n")
@@ -123,33 +113,43 @@ def _find(pattern: re.Pattern, text: str, own: list[tuple[int, int]], fits) -> i
     return None
 
 
-def expected_judgment(strategy: str, written: Judgment, text: str, tokens: tuple[TokenLogprob, ...], *, n: int,
-                      scale: int, marker: str | None, quoted: tuple[str, ...]) -> Judgment:
-    """The expected-score judgment of an answer whose written verdict is `written`."""
-    if not tokens:
-        return Judgment("unparseable", error="the answer came without token log probabilities")
+def _setup(tokens: tuple[TokenLogprob, ...], marker: str | None, quoted: tuple[str, ...]):
     joined = "".join(t.token for t in tokens)
     offsets = [0]
     for t in tokens:
         offsets.append(offsets[-1] + len(t.token))
-    own = _own(joined, marker, quoted)
-    patterns = _positions(strategy, n)
-    if strategy == "direct":
-        letter = {"A": "A", "B": "B", "tie": "C"}[written.pick]
-        pos = _find(patterns[0], joined, own, lambda m, _: m.group("v") == letter)
-        if pos is None:
-            return Judgment("unparseable", error="no token probabilities at the answer's place")
-        j = bisect_right(offsets, pos) - 1
-        dist = _letter_distribution(tokens, j, joined[offsets[j]:pos])
-        mass = sum(dist.values())
-        if mass <= 0:
-            return Judgment("unparseable", error="no probability on A, B or C at the answer's place")
-        p = {k: dist.get(k, 0.0) / mass for k in "ABC"}
-        pick = {"A": "A", "B": "B", "C": "tie"}[max("ABC", key=lambda k: (p[k], k == letter))]
-        return Judgment("ok", scores=(p["A"] + p["C"] / 2, p["B"] + p["C"] / 2), pick=pick, mass=(mass, mass))
+    return joined, offsets, _own(joined, marker, quoted)
+
+
+def expected_pick(pattern: re.Pattern, written: Judgment, tokens: tuple[TokenLogprob, ...], *,
+                  marker: str | None, quoted: tuple[str, ...]) -> Judgment:
+    """A direct comparison's expected preference, at the place `pattern` (group `v`) finds the pick."""
+    if not tokens:
+        return Judgment("unparseable", error="the answer came without token log probabilities")
+    joined, offsets, own = _setup(tokens, marker, quoted)
+    letter = {"A": "A", "B": "B", "tie": "C"}[written.pick]
+    pos = _find(pattern, joined, own, lambda m, _: m.group("v") == letter)
+    if pos is None:
+        return Judgment("unparseable", error="no token probabilities at the answer's place")
+    j = bisect_right(offsets, pos) - 1
+    dist = _letter_distribution(tokens, j, joined[offsets[j]:pos])
+    mass = sum(dist.values())
+    if mass <= 0:
+        return Judgment("unparseable", error="no probability on A, B or C at the answer's place")
+    p = {k: dist.get(k, 0.0) / mass for k in "ABC"}
+    pick = {"A": "A", "B": "B", "C": "tie"}[max("ABC", key=lambda k: (p[k], k == letter))]
+    return Judgment("ok", scores=(p["A"] + p["C"] / 2, p["B"] + p["C"] / 2), pick=pick, mass=(mass, mass))
+
+
+def expected_scores(patterns: list[re.Pattern], written: Judgment, tokens: tuple[TokenLogprob, ...], *, scale: int,
+                    marker: str | None, quoted: tuple[str, ...]) -> Judgment:
+    """Each response's expected score, at the place its pattern (group `v`) finds the written score."""
+    if not tokens:
+        return Judgment("unparseable", error="the answer came without token log probabilities")
+    joined, offsets, own = _setup(tokens, marker, quoted)
     scores, masses = [], []
     for i, pattern in enumerate(patterns):
-        whose = f" for Assistant {LETTER_NAMES[i]}" if n > 1 else ""
+        whose = f" for Assistant {LETTER_NAMES[i]}" if len(patterns) > 1 else ""
         value = int(written.scores[i])
         pos = _find(pattern, joined, own, lambda m, t: int(re.match(r"\d+", t[m.start("v"):]).group()) == value)
         if pos is None:

@@ -19,12 +19,13 @@ judge's own lines (outside those fences, and not copies of an answer's lines).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 from builders.judgment_parser import Judgment, parse_judgment
 from builders.llm.types import TOP_LOGPROBS, OutputFormat, TokenLogprob
-from builders.logprob_scores import expected_judgment
+from builders.logprob_scores import LETTER_NAMES, expected_pick, expected_scores
 
 VERDICT_TOKENS = 12  # tokens one verdict line needs at most ("### Score Assistant A: 10/10\n")
 
@@ -132,7 +133,11 @@ class Strategy:
         written = self.parse(text, n, scale, marker=marker, quoted=quoted)
         if not written.ok:
             return written
-        return expected_judgment(self.name, written, text, tokens, n=self.shown(n), scale=scale, marker=marker, quoted=quoted)
+        return expected_scores(self.score_places(self.shown(n)), written, tokens, scale=scale, marker=marker, quoted=quoted)
+
+    def score_places(self, n: int) -> list[re.Pattern]:
+        """Per response, where the judge's own score starts (group `v`): its verdict line, or JSON field."""
+        raise NotImplementedError
 
 
 def _no_leading_newline(verdict: str) -> str:
@@ -162,6 +167,14 @@ class Direct(Strategy):
     def verdict_schema(self, n: int) -> dict:
         return {"answer": {"type": "string", "enum": ["A", "B", "C"]}}
 
+    PICK = re.compile(r'(?im)(?:^[ \t#*_]*(?:final\s+)?answer\s*:[ \t*_\[]*|"answer"\s*:\s*")(?P<v>[ABC])\b')
+
+    def expected(self, text: str, tokens: tuple[TokenLogprob, ...], n: int, scale: int, *,
+                 marker: str | None = None, quoted: tuple[str, ...] = ()) -> Judgment:
+        """P(A), P(B) and P(C) where the judge wrote its pick: A scores P(A) + P(C)/2, B P(B) + P(C)/2."""
+        written = self.parse(text, n, scale, marker=marker, quoted=quoted)
+        return expected_pick(self.PICK, written, tokens, marker=marker, quoted=quoted) if written.ok else written
+
 
 class Independent(Strategy):
     name = "independent"
@@ -188,6 +201,9 @@ class Independent(Strategy):
     def verdict_schema(self, n: int) -> dict:
         return {"score": {"type": "number"}}
 
+    def score_places(self, n: int) -> list[re.Pattern]:
+        return [re.compile(r'(?im)(?:^[ \t#*_]*(?:overall\s+)?score[ \t*_]*:[ \t*_]*|"score"\s*:\s*"?)(?P<v>\d)')]
+
 
 class Combined(Strategy):
     name = "combined"
@@ -211,6 +227,10 @@ class Combined(Strategy):
         letters = [letter(i) for i in range(n)]
         return {"scores": {"type": "object", "properties": {a: {"type": "number"} for a in letters},
                            "required": letters, "additionalProperties": False}}
+
+    def score_places(self, n: int) -> list[re.Pattern]:
+        return [re.compile(rf'(?im)(?:^[ \t#*_]*score\s+(?:for\s+)?assistant\s+{a}\b[ \t*_]*:[ \t*_]*|"{a}"\s*:\s*"?)(?P<v>\d)')
+                for a in LETTER_NAMES[:n]]
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (Direct(), Independent(), Combined())}

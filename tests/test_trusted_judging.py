@@ -16,7 +16,7 @@ from builders.judgment_parser import parse_judgment
 from builders.llm.fake import FakeProvider
 from builders.recipe import load_recipe
 from builders.stages import STAGES, run_stage
-from builders.strategies import JudgeSpec, fence_marker, presentation_orders
+from builders.strategies import STRATEGIES, JudgeSpec, fence_marker, presentation_orders
 from builders.tables import TABLES, read_table
 from conftest import fellowship, tiny_recipe
 
@@ -357,10 +357,9 @@ def test_expected_scores_with_a_model_known_to_give_no_logprobs_is_refused(proje
 
 def test_expected_scale_100_follows_three_digit_numbers():
     from builders.llm.types import TokenLogprob
-    from builders.logprob_scores import expected_judgment
+    from builders.logprob_scores import expected_scores
     from builders.judgment_parser import Judgment
 
-    text = "### Overall Score: 100/100"
     tokens = (
         TokenLogprob("### Overall Score: ", 0.0, (("### Overall Score: ", 0.0),)),
         TokenLogprob("1", math.log(0.5), (("1", math.log(0.5)), ("9", math.log(0.5))),
@@ -369,7 +368,8 @@ def test_expected_scale_100_follows_three_digit_numbers():
         TokenLogprob("0", math.log(0.8), (("0", math.log(0.8)), ("/", math.log(0.2)))),
         TokenLogprob("/100", 0.0, (("/100", 0.0),)),
     )
-    got = expected_judgment("independent", Judgment("ok", scores=(100.0,)), text, tokens, n=1, scale=100, marker=None, quoted=())
+    places = STRATEGIES["independent"].score_places(1)
+    got = expected_scores(places, Judgment("ok", scores=(100.0,)), tokens, scale=100, marker=None, quoted=())
     # 1-0-0: 0.5 * 0.8 -> 100; 1-0 then "/": 0.5 * 0.2 -> 10; 9-5: 0.25 -> 95; 9 then "/": 0.25 -> 9
     assert got.scores[0] == pytest.approx(0.4 * 100 + 0.1 * 10 + 0.25 * 95 + 0.25 * 9)
     assert got.mass == (pytest.approx(1.0),)
