@@ -1,5 +1,5 @@
 """Win rates of one set of answers against another, judged pairwise, with bootstrap intervals and
-a length-controlled variant.
+length-controlled and style-controlled variants.
 
 Labels are `metrics.agreement` codes seen from the contender: `A` it won, `B` the baseline won,
 `TIE` even (a verdict that flipped with the order, or no readable verdict, counts as a tie).
@@ -56,7 +56,7 @@ def _targets(labels: np.ndarray, ties: str) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> float:
-    """P(win) at x = 0 from a weighted logistic regression of y on x."""
+    """P(win) at x = 0 from a weighted logistic regression of y on x (one covariate, or a column each)."""
     keep = weight > 0
     if not keep.any():
         return float("nan")
@@ -64,7 +64,8 @@ def _fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> float:
         return float(y[keep][0])
     from sklearn.linear_model import LogisticRegression  # here: scikit-learn takes a second to import
 
-    model = LogisticRegression().fit(x[keep, None], y[keep], sample_weight=weight[keep])
+    x = x[:, None] if x.ndim == 1 else x
+    model = LogisticRegression().fit(x[keep], y[keep], sample_weight=weight[keep])
     return float(1 / (1 + np.exp(-model.intercept_[0])))
 
 
@@ -80,8 +81,24 @@ def length_controlled(labels: np.ndarray, length_diff: np.ndarray, ties: str, w:
     length-controlled win rate does: logit P(win) = b0 + b1 * tanh(diff / sd(diff)), reported at
     equal lengths (sigmoid(b0)). `length_diff` is contender minus baseline, per pair. The interval
     refits the model on every bootstrap resample in `w`."""
+    return controlled(labels, length_feature(length_diff.astype(float)), ties, w)
+
+
+def style_controlled(labels: np.ndarray, length_diff: np.ndarray, markdown_diff: np.ndarray, ties: str,
+                     w: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(win rate, 95% low, high) at equal length and equal markdown density, as Arena-Hard's style
+    control reads it: logit P(win) = b0 + b1 * tanh(length diff / sd) + b2 * tanh(markdown diff / sd)
+    (`metrics.style.markdown_density`, contender minus baseline), reported as sigmoid(b0)."""
+    features = np.column_stack([length_feature(length_diff.astype(float)), length_feature(markdown_diff.astype(float))])
+    return controlled(labels, features, ties, w)
+
+
+def controlled(labels: np.ndarray, features: np.ndarray, ties: str, w: np.ndarray | None = None
+               ) -> tuple[float, float, float]:
+    """(win rate, 95% low, high) a logistic model of the outcome on `features` (one row per pair)
+    predicts where every feature is 0; the interval refits it on every bootstrap resample in `w`."""
     rows, y, weight = _targets(labels, ties)
-    x = length_feature(length_diff.astype(float))[rows]
+    x = features[rows]
     value = _fit(x, y, weight)
     if w is None or w.shape[0] == 0:
         return value, float("nan"), float("nan")
