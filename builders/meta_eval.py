@@ -3,7 +3,10 @@
 Measures every combination of the panel's judges (sizes 1..k; a debate's referees likewise) against
 the benchmark's human winners, as the paper's Tables 2-6 do: Cohen's kappa, accuracy, position-flip
 rate, how often the longer answer wins, and per-model agreement and bias score, each with a paired
-bootstrap 95% interval. Also writes, beside the tables:
+bootstrap 95% interval. Beside them, for every jury: how many independent votes it is worth (Kish's
+n_eff from its members' error correlation, `metrics.neff`) and how much its members agree with each
+other (Krippendorff's alpha, `metrics.krippendorff`); for every benchmark model, whether a member
+judge shares its family (`metrics.families`). Also writes, beside the tables:
 
 - `metrics.json`: headline figures for `dvc metrics show/diff`;
 - `plots/kappa.json` (kappa per judge with its interval) and `plots/juries.json` (jury size vs kappa)
@@ -23,17 +26,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from builders import family_check
 from builders.errors import BuildError
 from builders.gate import fingerprint, gate_path
 from builders.recipe import Recipe
 from builders.tables import (
     AGREEMENT, CANDIDATES, LABELS, MODEL_AGREEMENT, SCORES, frame, json_number, read_table, write_json, write_table,
 )
-from metrics import bootstrap
+from metrics import bootstrap, families
 from metrics.agreement import A, B, TIE
 from metrics.evaluator import Estimate, longer_wins, measure, per_model
 from metrics.judgments import Judgments, judgments
 from metrics.jury import all_juries
+from metrics.krippendorff import alpha_interval, nominal_alpha
+from metrics.neff import ErrorCorrelation, errors
 
 READS = ("labels", "candidates", "scores")
 WRITES = ("agreement", "model_agreement")
@@ -52,6 +58,7 @@ def search(recipe: Recipe, j: Judgments, w: np.ndarray) -> tuple[list[dict], dic
     if voters not in juries:
         juries.append(voters)
     rows, labels = [], {}
+    correlation = ErrorCorrelation(j.judges, errors(j.human, j.final), w)
     for members in juries:
         m = measure(j, members, rule, w)
         name = "+".join(members)
@@ -71,6 +78,7 @@ def search(recipe: Recipe, j: Judgments, w: np.ndarray) -> tuple[list[dict], dic
             **_estimate_columns("flip_rate", m["flip_rate"]),
             **_estimate_columns("position_bias", m["position_bias"]),
             **_estimate_columns("longer_wins", m["longer_wins"]),
+            **_independence(j, members, correlation, w),
             "fingerprint": fingerprint(recipe, members),
         })
     rows.sort(key=lambda r: (r["kappa"] is None, -(r["kappa"] or 0), r["size"], r["evaluator"]))
@@ -79,11 +87,30 @@ def search(recipe: Recipe, j: Judgments, w: np.ndarray) -> tuple[list[dict], dic
     return rows, labels
 
 
-def _per_model_rows(rows: list[dict], labels: dict[str, np.ndarray], j: Judgments, w: np.ndarray) -> list[dict]:
+def _independence(j: Judgments, members: tuple[str, ...], correlation: ErrorCorrelation, w: np.ndarray) -> dict:
+    """n_eff and mean error correlation (metrics.neff) and Krippendorff's alpha among the members."""
+    rho, rho_samples = correlation.mean_rho(members)
+    if len(members) > 1:
+        member_labels = j.final[[j.judge(m) for m in members]]
+        alpha = Estimate(nominal_alpha(member_labels), *alpha_interval(w, member_labels))
+        rho_low, rho_high = bootstrap.percentile_interval(rho_samples)
+    else:
+        alpha, rho_low, rho_high = Estimate(float("nan"), float("nan"), float("nan")), float("nan"), float("nan")
+    return {
+        **_estimate_columns("n_eff", Estimate(*correlation.n_eff(members))),
+        **_estimate_columns("error_correlation", Estimate(rho, rho_low, rho_high)),
+        **_estimate_columns("alpha", alpha),
+    }
+
+
+def _per_model_rows(recipe: Recipe, rows: list[dict], labels: dict[str, np.ndarray], j: Judgments,
+                    w: np.ndarray) -> list[dict]:
     best_of_size: dict[int, str] = {}
     for r in rows:  # ranked best first
         best_of_size.setdefault(r["size"], r["evaluator"])
     wanted = [r["evaluator"] for r in rows if r["size"] == 1 or r["configured"]] + list(best_of_size.values())
+    members = {r["evaluator"]: r["members"] for r in rows}
+    judge_ids = family_check.judges(recipe)
     out = []
     for name in dict.fromkeys(wanted):
         for m in per_model(j, labels[name], w):
@@ -93,13 +120,16 @@ def _per_model_rows(rows: list[dict], labels: dict[str, np.ndarray], j: Judgment
                 "n_human_prefers": m["n_human_prefers"],
                 **_estimate_columns("agreement", m["agreement"]),
                 **_estimate_columns("bias", m["bias"]),
+                "family": family_check.closest([
+                    families.relation(judge_ids[x], str(m["model"])) for x in members[name] if x in judge_ids
+                ]),
             })
     return out
 
 
-def _summary(recipe: Recipe, rows: list[dict], j: Judgments, w: np.ndarray) -> dict:
+def _summary(recipe: Recipe, rows: list[dict], j: Judgments, w: np.ndarray, candidates: pl.DataFrame) -> dict:
     keep = ("kappa", "kappa_low", "kappa_high", "accuracy", "flip_rate", "position_bias", "position_bias_low",
-            "position_bias_high", "longer_wins", "n_missing")
+            "position_bias_high", "longer_wins", "n_missing", "n_eff", "n_eff_low", "n_eff_high", "alpha")
     configured = next(r for r in rows if r["configured"])
     best = rows[0]
     num, den = longer_wins(j, j.human)
@@ -122,7 +152,16 @@ def _summary(recipe: Recipe, rows: list[dict], j: Judgments, w: np.ndarray) -> d
         "configured": {"evaluator": configured["evaluator"], **{k: configured[k] for k in keep}},
         "judges": {r["evaluator"]: {k: r[k] for k in keep} for r in rows if r["size"] == 1},
         "best": {"evaluator": best["evaluator"], "size": best["size"], **{k: best[k] for k in keep[:3]}},
+        "panel": _panel(rows, j),
+        "families": family_check.rows(recipe, family_check.table_writers(recipe, candidates)),
     }
+
+
+def _panel(rows: list[dict], j: Judgments) -> dict:
+    """The whole panel as one jury: its n_eff and the judges' alpha (null with one judge)."""
+    whole = next((r for r in rows if r["size"] == len(j.judges)), None)
+    fields = ("n_eff", "n_eff_low", "n_eff_high", "error_correlation", "alpha", "alpha_low", "alpha_high")
+    return {"judges": len(j.judges), **{k: whole[k] if whole else None for k in fields}}
 
 
 def _plots(rows: list[dict]) -> dict[str, list[dict]]:
@@ -142,7 +181,7 @@ def evaluate(recipe: Recipe, labels: pl.DataFrame, candidates: pl.DataFrame, sco
     j = judgments(labels, candidates, scores, recipe.judge.judges)
     w = bootstrap.weights(j.n, resamples, seed)
     rows, jury_labels = search(recipe, j, w)
-    return rows, _per_model_rows(rows, jury_labels, j, w), _summary(recipe, rows, j, w)
+    return rows, _per_model_rows(recipe, rows, jury_labels, j, w), _summary(recipe, rows, j, w, candidates)
 
 
 def build(recipe: Recipe, data_dir: Path, *, resamples: int = bootstrap.RESAMPLES, seed: int = 0, **_) -> None:
@@ -172,8 +211,9 @@ def build(recipe: Recipe, data_dir: Path, *, resamples: int = bootstrap.RESAMPLE
     c = summary["configured"]
     print(
         f"{recipe.name}: meta-eval: {len(rows)} evaluators over {summary['items']} items in {elapsed:.2f}s; "
-        f"{c['evaluator']}: kappa {_show(c['kappa'])} [{_show(c['kappa_low'])}, {_show(c['kappa_high'])}]; "
-        f"best {summary['best']['evaluator']}: {_show(summary['best']['kappa'])}",
+        f"{c['evaluator']}: kappa {_show(c['kappa'])} [{_show(c['kappa_low'])}, {_show(c['kappa_high'])}]"
+        + (f", worth {_show(c['n_eff'])} independent votes of {len(recipe.judge.voters)}" if len(recipe.judge.voters) > 1 else "")
+        + f"; best {summary['best']['evaluator']}: {_show(summary['best']['kappa'])}",
         file=sys.stderr,
     )
 

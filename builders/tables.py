@@ -262,6 +262,12 @@ AGREEMENT = Table(
         *_estimate("position_bias", "mean score of the answer shown first minus the answer shown second, as a share of "
                    "the scale (0: the order does not sway the judge; +1: first always full marks, second none)"),
         *_estimate("longer_wins", "share of the evaluator's non-tie verdicts that went to the longer answer"),
+        *_estimate("n_eff", "independent votes the members are worth: Kish's k / (1 + (k - 1) * error_correlation), "
+                   "at most k (1 for a single judge; metrics.neff)"),
+        *_estimate("error_correlation", "mean over pairs of members of the correlation of their errors (1 where a "
+                   "member's label is not the human one, else 0); pairs where a member never or always errs are left out"),
+        *_estimate("alpha", "Krippendorff's alpha (nominal: model_a, model_b, tie) among the members' labels, a missing "
+                   "label left out (null for a single judge)"),
         Column("fingerprint", pl.String, "the judge configuration's fingerprint, looked up by export gates"),
     ),
 )
@@ -277,6 +283,8 @@ MODEL_AGREEMENT = Table(
         Column("n_human_prefers", pl.Int64, "items where humans preferred this model's answer"),
         *_estimate("agreement", "share of those items where the evaluator also preferred it"),
         *_estimate("bias", "agreement minus the same share for its opponents' human wins; > 0 leans towards the model"),
+        Column("family", pl.String, "closest relation of a member judge's model to this model: `same_model`, "
+               "`same_family`, `same_maker`, `different` or `unknown` (metrics.families; self-preference shows as bias)"),
     ),
 )
 
@@ -340,8 +348,12 @@ WIN_RATES = Table(
         Column("unjudged", pl.Int64, "pairs without any readable verdict (counted as ties)"),
         *_estimate("win_rate", "share of pairs won, ties counted as `ties_rule` says"),
         *_estimate("lc_win_rate", "length-controlled win rate: the win rate a logistic model predicts at equal lengths"),
+        *_estimate("sc_win_rate", "style-controlled win rate: the win rate a logistic model of length and markdown "
+                   "density predicts at equal length and equal density (Arena-Hard's style control)"),
         Column("candidate_chars", pl.Float64, "mean length of the workflow's answers, in characters"),
         Column("baseline_chars", pl.Float64, "mean length of the baseline's answers, in characters"),
+        Column("candidate_markdown", pl.Float64, "mean markdown density of the workflow's answers (elements per 1,000 characters)"),
+        Column("baseline_markdown", pl.Float64, "mean markdown density of the baseline's answers"),
     ),
 )
 

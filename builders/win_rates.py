@@ -2,8 +2,9 @@
 
 Per pair (prompt x baseline), each voting judge's verdict must hold in both orders (a flip is a
 tie); the judges' verdicts combine by `judge.rule`. Wins, losses and ties give the win rate, ties
-counted as `compare.ties` says, with a bootstrap 95% interval over prompts, and the
-length-controlled win rate (`metrics.win_rate.length_controlled`). Also writes `metrics.json` and
+counted as `compare.ties` says, with a bootstrap 95% interval over prompts, the
+length-controlled win rate (`metrics.win_rate.length_controlled`) and the style-controlled one
+(length and markdown density, `metrics.win_rate.style_controlled`). Also writes `metrics.json` and
 `plots/win_rates.json` for DVC.
 """
 
@@ -23,7 +24,8 @@ from metrics import bootstrap
 from metrics.agreement import A, B, MISSING, TIE
 from metrics.judgments import flips, labels_by_order
 from metrics.jury import combine
-from metrics.win_rate import length_controlled, win_rate, win_rate_interval
+from metrics.style import markdown_density
+from metrics.win_rate import length_controlled, style_controlled, win_rate, win_rate_interval
 
 READS = ("items", "picks", "matches")
 WRITES = ("win_rates",)
@@ -44,11 +46,12 @@ def pair_labels(recipe: Recipe, matches: pl.DataFrame) -> tuple[list[str], np.nd
 
 
 def _row(recipe: Recipe, workflow: str, baseline: str, labels: np.ndarray, flipped: np.ndarray, mine: np.ndarray,
-         theirs: np.ndarray, n_unpicked: int) -> dict:
+         theirs: np.ndarray, n_unpicked: int, style: tuple[np.ndarray, np.ndarray]) -> dict:
     ties = recipe.compare.ties
     w = bootstrap.weights(labels.size, recipe.compare.resamples, seed=0)
     low, high = win_rate_interval(labels, ties, w)
     lc, lc_low, lc_high = length_controlled(labels, (mine - theirs).astype(float), ties, w)
+    sc, sc_low, sc_high = style_controlled(labels, (mine - theirs).astype(float), style[0] - style[1], ties, w)
     return {
         "workflow": workflow,
         "baseline": baseline,
@@ -66,13 +69,19 @@ def _row(recipe: Recipe, workflow: str, baseline: str, labels: np.ndarray, flipp
         "lc_win_rate": json_number(lc),
         "lc_win_rate_low": json_number(lc_low),
         "lc_win_rate_high": json_number(lc_high),
+        "sc_win_rate": json_number(sc),
+        "sc_win_rate_low": json_number(sc_low),
+        "sc_win_rate_high": json_number(sc_high),
         "candidate_chars": float(mine.mean()) if mine.size else 0.0,
         "baseline_chars": float(theirs.mean()) if theirs.size else 0.0,
+        "candidate_markdown": float(style[0].mean()) if style[0].size else 0.0,
+        "baseline_markdown": float(style[1].mean()) if style[1].size else 0.0,
     }
 
 
 def rates(recipe: Recipe, items: pl.DataFrame, picks: pl.DataFrame, matches: pl.DataFrame) -> list[dict]:
     length = {(e, i): len(r) for e, i, r in picks.select("entry", "item_id", "response").iter_rows()}
+    density = {(e, i): markdown_density(r) for e, i, r in picks.select("entry", "item_id", "response").iter_rows()}
     out = []
     for workflow in recipe.compare.workflows:
         for baseline in recipe.compare.baselines:
@@ -84,7 +93,8 @@ def rates(recipe: Recipe, items: pl.DataFrame, picks: pl.DataFrame, matches: pl.
             item_of = dict(mine.select("pair_id", "item_id").unique().iter_rows())
             own = np.array([length[(workflow, item_of[p])] for p in pairs], dtype=np.int64)
             other = np.array([length[(baseline, item_of[p])] for p in pairs], dtype=np.int64)
-            out.append(_row(recipe, workflow, baseline, labels, flipped, own, other, items.height - len(pairs)))
+            style = tuple(np.array([density[(e, item_of[p])] for p in pairs], dtype=np.float64) for e in (workflow, baseline))
+            out.append(_row(recipe, workflow, baseline, labels, flipped, own, other, items.height - len(pairs), style))
     return out
 
 
@@ -95,7 +105,7 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
     write_table(WIN_RATES, frame(WIN_RATES, rows), data_dir)
     if recipe.compare:
         keep = ("win_rate", "win_rate_low", "win_rate_high", "lc_win_rate", "lc_win_rate_low", "lc_win_rate_high",
-                "wins", "losses", "ties", "inconsistent", "n_prompts")
+                "sc_win_rate", "sc_win_rate_low", "sc_win_rate_high", "wins", "losses", "ties", "inconsistent", "n_prompts")
         matrix: dict[str, dict] = {}
         for r in rows:
             matrix.setdefault(r["workflow"], {})[r["baseline"]] = {k: r[k] for k in keep}
@@ -105,5 +115,5 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
         write_json(data_dir / "plots" / "win_rates.json", [
             {"pair": f"{r['workflow']} vs {r['baseline']}", "workflow": r["workflow"], "baseline": r["baseline"],
              "win_rate": r["win_rate"], "win_rate_low": r["win_rate_low"], "win_rate_high": r["win_rate_high"],
-             "lc_win_rate": r["lc_win_rate"]} for r in rows
+             "lc_win_rate": r["lc_win_rate"], "sc_win_rate": r["sc_win_rate"]} for r in rows
         ])

@@ -183,3 +183,98 @@ def test_style_control_removes_a_judge_that_only_likes_markdown():
     style, low, high = style_controlled(labels, length_diff, markdown_diff, "half", bootstrap.weights(n, 50, 0))
     assert length == pytest.approx(raw, abs=0.03)  # length control cannot see the style
     assert style == pytest.approx(0.5, abs=0.12) and low <= style <= high
+
+
+# --- in meta-eval ------------------------------------------------------------------------------
+
+JURY = """\
+schema_version: 1
+name: {name}
+source:
+  benchmark: fair-eval
+  sample: 16
+  seed: 3
+models:
+  gpt: {{provider: openai, model: gpt-4o}}
+  clone: {{provider: openai, model: gpt-4o-mini}}
+  other: {{provider: together, model: meta-llama/Llama-3.3-70B-Instruct-Turbo}}
+generation: {{workflow: import}}
+export: {{}}
+judge:
+  panel:
+    models: [gpt, clone, other]
+  mode: jury
+"""
+
+
+def _noisy(wrong_on):
+    """A scripted judge that follows the human winner except on the items `wrong_on` picks (swapped)."""
+    from test_meta_eval import _shown
+
+    def answer(messages):
+        row, swapped = _shown(messages)
+        winner = row["human_winner"]
+        if wrong_on(row["item_id"]):
+            winner = {"model_a": "model_b", "model_b": "model_a", "tie": "model_a"}[winner]
+        a, b = {"model_a": (9, 3), "model_b": (3, 9), "tie": (5, 5)}[winner]
+        first, second = (b, a) if swapped else (a, b)
+        return f"### Evaluation Evidence: scripted.\n### Score Assistant A: {first}/10\n### Score Assistant B: {second}/10"
+    return answer
+
+
+def noisy_jury(project, name="jury-slice"):
+    """A fair-eval slice judged by three scripted judges: `gpt` and `clone` err on the same items,
+    `other` on items of its own."""
+    import hashlib
+
+    from builders.llm.fake import FakeProvider
+    from builders.recipe import load_recipe
+    from builders.stages import STAGES, run_stage
+    from conftest import write_recipe
+
+    bucket = lambda item, salt: hashlib.sha256(f"{salt}{item}".encode()).digest()[0] % 4 == 0  # about 1 in 4
+    policies = {"gpt": _noisy(lambda i: bucket(i, "a")), "clone": _noisy(lambda i: bucket(i, "a")),
+                "other": _noisy(lambda i: bucket(i, "b"))}
+    recipe = load_recipe(write_recipe(project, name, JURY.format(name=name)), check_source=False)
+    providers = {m: FakeProvider(recipe.models[m].model_copy(update={"provider": "fake", "model": "scripted"}),
+                                 script=[policies[m]] * 64) for m in policies}
+    for stage in STAGES:
+        run_stage(recipe, stage, providers=providers, progress=False)
+    return recipe, project.parent / "data" / name
+
+
+def test_meta_eval_reports_each_jurys_independent_votes_and_the_judges_alpha(project):
+    import json
+
+    from builders import meta_eval
+    from builders.tables import TABLES, read_table
+    from metrics.judgments import judgments
+
+    recipe, data = noisy_jury(project)
+    meta_eval.build(recipe, data, resamples=300)
+    by = {r["evaluator"]: r for r in read_table(TABLES["agreement"], data).to_dicts()}
+    j = judgments(*(read_table(TABLES[t], data) for t in ("labels", "candidates", "scores")), recipe.judge.judges)
+    err = errors(j.human, j.final)
+    rho = np.corrcoef(err)
+    assert by["gpt+clone"]["n_eff"] == pytest.approx(1.0) and by["gpt+clone"]["error_correlation"] == pytest.approx(1.0)
+    assert by["gpt+other"]["n_eff"] == pytest.approx(2 / (1 + rho[0, 2]), abs=1e-6)
+    mean_rho = (rho[0, 1] + rho[0, 2] + rho[1, 2]) / 3
+    whole = by["gpt+clone+other"]
+    assert whole["n_eff"] == pytest.approx(3 / (1 + 2 * mean_rho), abs=1e-6)
+    assert whole["n_eff_low"] <= whole["n_eff"] <= whole["n_eff_high"]
+    assert by["gpt"]["n_eff"] == 1.0 and by["gpt"]["alpha"] is None and by["gpt"]["error_correlation"] is None
+    expected_alpha = krippendorff.alpha(reliability_data=np.where(j.final == MISSING, np.nan, j.final).astype(float),
+                                        level_of_measurement="nominal", value_domain=[A, B, TIE])
+    assert whole["alpha"] == pytest.approx(expected_alpha, abs=1e-6)
+    assert whole["alpha_low"] <= whole["alpha"] <= whole["alpha_high"]
+
+    metrics = json.loads((data / "metrics.json").read_text())
+    assert metrics["panel"]["n_eff"] == whole["n_eff"] and metrics["panel"]["alpha"] == whole["alpha"]
+    assert metrics["configured"]["n_eff"] == whole["n_eff"]
+    relations = {(f["judge"], f["writer"]): f["relation"] for f in metrics["families"]}
+    assert relations[("gpt", "gpt-3.5-turbo")] == "same_family" and relations[("other", "vicuna-13b")] == "same_family"
+    assert relations[("gpt", "vicuna-13b")] == "different"
+    per_model = read_table(TABLES["model_agreement"], data).filter(evaluator="gpt+clone+other")
+    assert dict(per_model.select("model", "family").iter_rows()) == {"gpt-3.5-turbo": "same_family", "vicuna-13b": "same_family"}
+    assert dict(read_table(TABLES["model_agreement"], data).filter(evaluator="gpt").select("model", "family").iter_rows()) == {
+        "gpt-3.5-turbo": "same_family", "vicuna-13b": "different"}
