@@ -15,11 +15,13 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from builders import family_check
 from builders.export_checks import kto_balance
 from builders.gate import GATES_DIR, fingerprint
 from builders.preferences import judge_description
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, DEBATES, DPO, KTO, SCORES, VERDICTS, read_table
+from metrics import families
 
 SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 
@@ -85,6 +87,21 @@ def usage(data_dir: Path) -> list[tuple[str, int, int, int, float]]:
     return [r for r in rows if r[1]]
 
 
+def family_line(recipe: Recipe, candidates: pl.DataFrame) -> str:
+    """The card's line on self-preference: judges that share a model or family with the answers' writers."""
+    rows = family_check.rows(recipe, family_check.table_writers(recipe, candidates))
+    flagged = families.warning(rows)
+    if flagged:
+        return f"- **Self-preference risk:** {flagged}."
+    makers = sorted({f"`{r['judge']}` and {r['writer']}" for r in rows if r["relation"] == "same_maker"})
+    unknown = sorted({r["writer"] for r in rows if r["relation"] == "unknown"} | {
+        r["judge_model"] for r in rows if r["relation"] == "unknown" and r["judge_family"] is None})
+    line = "- Model families: no judge shares a model or family with the writers of the answers"
+    line += f"; same maker: {', '.join(makers)}" if makers else ""
+    line += f"; family not known for {', '.join(unknown)}" if unknown else ""
+    return line + "."
+
+
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -116,6 +133,7 @@ def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
         workflow = f"`{g.generator}` answers each prompt {g.iterations} time(s); each answer is a candidate"
     else:
         workflow = "answers imported from the source: " + ", ".join(f"`{a.column}`" for a in g.answers)
+    candidates = read_table(CANDIDATES, data_dir)
     agreement = measured_agreement(recipe, data_dir.parent)
     if agreement:
         measured = "\n".join(
@@ -129,7 +147,6 @@ def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
     gate_line = (f"- Export gate: kappa ({gate.bound}) at least {gate.min_kappa} on `{gate.benchmark}`.\n"
                  if gate else "")
     status = ", ".join(f"{k} {n}" for k, n in verdicts["status"].value_counts(sort=True).iter_rows())
-    candidates = read_table(CANDIDATES, data_dir)
     problems = candidates["problem"].drop_nulls().value_counts(sort=True)
     no_answer = (f"{problems['count'].sum()} of {candidates.height} candidates were no answer ("
                  + ", ".join(f"{k} {n}" for k, n in problems.iter_rows()) + ") and were never judged or exported"
@@ -159,6 +176,7 @@ chosen and the others rejected.
 - Source: {s.benchmark or s.dataset or s.path}: {verdicts.height} prompts{f" (a seeded sample, seed {s.seed})" if s.sample else ""}.
 - Generation: {workflow}.
 - Judge: {judge_description(recipe)}; mode `{j.mode}`, tie policy `{j.tie_policy}`. A judge whose winner changes with the order the candidates are shown in decides nothing.
+{family_line(recipe, candidates)}
 {measured}
 {gate_line}
 {models}

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from builders import family_check
+from builders import build_log, family_check
 from builders.errors import BuildError
 from builders.gate import fingerprint, gate_path
 from builders.recipe import Recipe
@@ -200,6 +200,7 @@ def build(recipe: Recipe, data_dir: Path, *, resamples: int = bootstrap.RESAMPLE
     elapsed = time.perf_counter() - started
     write_table(AGREEMENT, frame(AGREEMENT, rows), data_dir)
     write_table(MODEL_AGREEMENT, frame(MODEL_AGREEMENT, model_rows), data_dir)
+    build_log.record(data_dir, "meta-eval", elapsed, {"agreement": len(rows), "model_agreement": len(model_rows)})
     for name, points in _plots(rows).items():
         write_json(data_dir / "plots" / f"{name}.json", points)
     write_json(data_dir / "metrics.json", summary)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from builders import candidates, debates, dpo, items, kto, labels, matches, picks, scores, verdicts, win_rates
+from builders import build_log, candidates, debates, dpo, items, kto, labels, matches, picks, scores, verdicts, win_rates
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.memory import use_system_arrow_pool
@@ -61,9 +61,11 @@ def run_stage(
     else:
         module.build(recipe, data_dir)
     elapsed = time.perf_counter() - started
-    written = ", ".join(f"{t} ({_rows(TABLES[t].path(data_dir))} rows)" for t in module.WRITES)
+    rows = {t: _rows(TABLES[t].path(data_dir)) for t in module.WRITES}
+    written = ", ".join(f"{t} ({n} rows)" for t, n in rows.items())
     usage = f"; {engine.usage.summary()}" if engine else ""
     print(f"{recipe.name}: {stage}: wrote {written} in {elapsed:.1f}s{usage}", file=sys.stderr)
+    build_log.record(data_dir, stage, elapsed, rows, engine)  # kept for the report
     return engine
 
 

@@ -278,3 +278,37 @@ def test_meta_eval_reports_each_jurys_independent_votes_and_the_judges_alpha(pro
     assert dict(per_model.select("model", "family").iter_rows()) == {"gpt-3.5-turbo": "same_family", "vicuna-13b": "same_family"}
     assert dict(read_table(TABLES["model_agreement"], data).filter(evaluator="gpt").select("model", "family").iter_rows()) == {
         "gpt-3.5-turbo": "same_family", "vicuna-13b": "different"}
+
+
+def test_validate_warns_in_one_line_when_a_judge_grades_its_own_family(project):
+    from conftest import fellowship, tiny_recipe, write_recipe
+
+    tiny_recipe(project)
+    result = fellowship("validate", "tiny", cwd=project)
+    assert result.returncode == 0 and "tiny.yaml: ok" in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("recipes/tiny.yaml: warning: judge 'judge' (fake/auto) grades answers by its own model")
+    write_recipe(project, "jury-slice", JURY.format(name="jury-slice"))
+    keys = {"OPENAI_API_KEY": "x", "TOGETHER_API_KEY": "x"}
+    import os
+    import subprocess
+
+    benchmark = subprocess.run(["fellowship", "validate", "jury-slice"], cwd=project, capture_output=True, text=True,
+                               env={**os.environ, **keys})
+    assert benchmark.returncode == 0, benchmark.stderr
+    (line,) = benchmark.stderr.strip().splitlines()
+    assert "judge 'gpt' (openai/gpt-4o) grades answers by its family (gpt): gpt-3.5-turbo" in line
+    assert "judge 'other' (together/meta-llama/Llama-3.3-70B-Instruct-Turbo) grades answers by its family (llama): vicuna-13b" in line
+
+
+def test_the_card_names_the_self_preference_risk(project):
+    from builders import card
+    from builders.recipe import load_recipe
+    from builders.stages import STAGES, run_stage
+    from conftest import tiny_recipe
+
+    recipe = load_recipe(tiny_recipe(project))
+    for stage in STAGES:
+        run_stage(recipe, stage, progress=False)
+    text = card.card(recipe, project.parent / "data" / "tiny", "me/tiny")
+    assert "- **Self-preference risk:** judge 'judge' (fake/auto) grades answers by its own model: fake/auto" in text

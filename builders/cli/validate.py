@@ -4,6 +4,7 @@ import click
 
 from builders.cli import cli, resolve_recipe_path
 from builders.errors import RecipeError
+from builders.family_check import validate_warning
 from builders.recipe import load_recipe
 
 
@@ -13,7 +14,8 @@ def validate(recipes: tuple[str, ...]) -> None:
     """Check RECIPES (names or paths) without calling any model.
 
     Checks the schema (unknown keys, types), model references, providers, prompt templates and
-    their placeholders, the source file and columns, and that API keys are set.
+    their placeholders, the source file and columns, and that API keys are set. Warns (on stderr,
+    without failing) when a judge shares a model or family with a model whose answers it grades.
     """
     failed = []
     for name in recipes:
@@ -23,5 +25,8 @@ def validate(recipes: tuple[str, ...]) -> None:
             failed.append(str(e))
             continue
         click.echo(f"{recipe.path}: ok")
+        flagged = validate_warning(recipe)
+        if flagged:
+            click.echo(f"{recipe.path}: warning: {flagged}", err=True)
     if failed:
         raise RecipeError("\n".join(failed))
