@@ -34,7 +34,7 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    from builders.cli import build, meta_eval, plan, publish, sql, tables, validate  # noqa: F401  (registers the commands)
+    from builders.cli import build, meta_eval, plan, publish, report, sql, tables, validate  # noqa: F401  (registers the commands)
 
     try:
         cli(standalone_mode=False)
