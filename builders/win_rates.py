@@ -5,7 +5,8 @@ tie); the judges' verdicts combine by `judge.rule`. Wins, losses and ties give t
 counted as `compare.ties` says, with a bootstrap 95% interval over prompts, the
 length-controlled win rate (`metrics.win_rate.length_controlled`) and the style-controlled one
 (length and markdown density, `metrics.win_rate.style_controlled`). Also writes `metrics.json` and
-`plots/win_rates.json` for DVC.
+`plots/win_rates.json` for DVC, and the matrix again as `<data root>/_win_rates/<recipe>.json`, the
+shared folder the `report` stages depend on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from metrics.win_rate import length_controlled, style_controlled, win_rate, win_
 
 READS = ("items", "picks", "matches")
 WRITES = ("win_rates",)
+SHARED_DIR = "_win_rates"  # <data root>/_win_rates/<recipe>.json: the matrix, beside metrics.json
 
 
 def pair_labels(recipe: Recipe, matches: pl.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -109,9 +111,9 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
         matrix: dict[str, dict] = {}
         for r in rows:
             matrix.setdefault(r["workflow"], {})[r["baseline"]] = {k: r[k] for k in keep}
-        write_json(data_dir / "metrics.json", {
-            "judge": judge_description(recipe), "ties": recipe.compare.ties, "win_rates": matrix,
-        })
+        summary = {"judge": judge_description(recipe), "ties": recipe.compare.ties, "win_rates": matrix}
+        write_json(data_dir / "metrics.json", summary)
+        write_json(data_dir.parent / SHARED_DIR / f"{recipe.name}.json", summary)  # what every report stage waits for
         write_json(data_dir / "plots" / "win_rates.json", [
             {"pair": f"{r['workflow']} vs {r['baseline']}", "workflow": r["workflow"], "baseline": r["baseline"],
              "win_rate": r["win_rate"], "win_rate_low": r["win_rate_low"], "win_rate_high": r["win_rate_high"],

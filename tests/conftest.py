@@ -100,8 +100,9 @@ def dvc_repo(project: Path, tmp_path: Path, recipes: list[str], benchmarks: list
         shutil.copy(ROOT / name, project / name)
     for folder in ("builders", "metrics"):
         shutil.copytree(ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "data" / "_gates").mkdir(parents=True, exist_ok=True)
-    (project / "data" / "_gates" / "README.md").write_text("gates\n")
+    for shared in ("_gates", "_win_rates"):  # folders other recipes' stages read, kept in git
+        (project / "data" / shared).mkdir(parents=True, exist_ok=True)
+        (project / "data" / shared / "README.md").write_text(f"{shared}\n")
     listed = lambda names: "".join(f"  - {n}\n" for n in names) or "  []\n"
     params = f"recipes:\n{listed(recipes)}benchmarks:\n{listed(benchmarks)}comparisons:\n{listed(comparisons)}"
     (project / "params.yaml").write_text(params.replace(":\n  []", ": []"))

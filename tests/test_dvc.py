@@ -43,7 +43,7 @@ export: {}
 
 def test_dvc_yaml_matches_each_builders_reads_and_writes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert set(stages) == {*STAGES, "meta-eval"}
+    assert set(stages) == {*STAGES, "meta-eval", "report"}
     builders = {**STAGES, "meta-eval": meta_eval}
     for name, module in builders.items():
         lists = {"meta-eval": "${benchmarks}", "picks": "${comparisons}", "matches": "${comparisons}",
@@ -63,6 +63,14 @@ def test_dvc_yaml_matches_each_builders_reads_and_writes():
     assert "data/_gates/${item}.json" in stages["meta-eval"]["do"]["outs"]
     for name in ("dpo", "kto"):
         assert "data/_gates" in stages[name]["do"]["deps"]
+    # the report reads every table a recipe has, and waits for what benchmarks and comparisons measured
+    report = stages["report"]["do"]
+    assert stages["report"]["foreach"] == "${recipes}" and report["cmd"] == "fellowship report ${item}"
+    from builders.report import ALWAYS
+
+    assert {d for d in report["deps"] if d.startswith("data/${item}")} == {str(TABLES[t].path("data/${item}")) for t in ALWAYS}
+    assert {"data/_gates", "data/_win_rates", "builders/report", "metrics"} <= set(report["deps"])
+    assert "data/_win_rates/${item}.json" in stages["win_rates"]["do"]["outs"]
 
 
 def _run(cmd, cwd, env):
@@ -79,9 +87,11 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
 
     first = _run(["dvc", "repro"], repo, env)
     ran = re.findall(r"Running stage '(\w+)@tiny'", first)
-    assert ran == [s for s in STAGES if s not in ("picks", "matches", "win_rates")]
+    assert ran == [s for s in STAGES if s not in ("picks", "matches", "win_rates")] + ["report"]
     assert (repo / "data" / "tiny" / "dpo.parquet").exists()
-    assert re.findall(r"Running stage '(\w+)@duel'", first)[-3:] == ["picks", "matches", "win_rates"]
+    assert re.findall(r"Running stage '(\w+)@duel'", first)[-4:] == ["picks", "matches", "win_rates", "report"]
+    for name in ("tiny", "bench", "duel"):
+        assert (repo / "data" / name / "report.html").stat().st_size > 100_000
     # the benchmark recipe is measured before any export, which may be gated on it
     order = re.findall(r"Running stage '([\w-]+)@(\w+)'", first)
     assert order.index(("meta-eval", "bench")) < order.index(("dpo", "tiny"))
@@ -96,7 +106,7 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
 
     recipe.write_text(recipe.read_text().replace("min_margin: 0", "min_margin: 3"))
     third = _run(["dvc", "repro"], repo, env)
-    assert re.findall(r"Running stage '(\w+)@tiny'", third) == ["dpo", "kto"]
+    assert re.findall(r"Running stage '(\w+)@tiny'", third) == ["dpo", "kto", "report"]
     assert " calls" not in third  # only LLM stages report calls; none ran
 
     # the jury's settings belong to the pure verdicts stage: no judge is called again
