@@ -103,9 +103,9 @@ def heatmap(rows: list[dict], *, title: str) -> dict:
     ])
 
 
-def bars(rows: list[dict], category: str, value: str, *, title: str) -> dict:
+def bars(rows: list[dict], category: str, value: str, *, title: str, by_value: bool = True) -> dict:
     return _spec(rows, height={"step": 22}, mark="bar", encoding={
-        "y": {"field": category, "type": "nominal", "title": None, "sort": "-x"},
+        "y": {"field": category, "type": "nominal", "title": None, "sort": "-x" if by_value else None},
         "x": {"field": value, "type": "quantitative", "title": title},
         "tooltip": [{"field": category}, {"field": value}],
     })

@@ -140,7 +140,7 @@ def build_section(c: Context) -> Section:
                                                                "tokens out", "cost (USD)"], per_model)
         s.chart("wall_time", "Wall time of each stage's last run",
                 charts.bars([{"stage": st, "seconds": e.get("wall_s") or 0} for st, e in logged], "stage", "seconds",
-                            title="seconds"))
+                            title="seconds", by_value=False))
     else:
         s.para("No build log: these tables were not built in this checkout (e.g. `dvc pull`), so wall times and cache "
                "hits are not known. Tokens and cost below are as each row recorded them.", "note")
