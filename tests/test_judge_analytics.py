@@ -187,14 +187,11 @@ def test_style_control_removes_a_judge_that_only_likes_markdown():
 
 # --- in meta-eval ------------------------------------------------------------------------------
 
-JURY = """\
-schema_version: 1
-name: {name}
-source:
-  benchmark: fair-eval
-  sample: 16
-  seed: 3
-models:
+def _jury_recipe() -> str:
+    """test_meta_eval's FairEval slice, judged by two GPT-4o models and a Llama model."""
+    from test_meta_eval import BENCH
+
+    return BENCH.split("models:")[0] + """models:
   gpt: {{provider: openai, model: gpt-4o}}
   clone: {{provider: openai, model: gpt-4o-mini}}
   other: {{provider: together, model: meta-llama/Llama-3.3-70B-Instruct-Turbo}}
@@ -205,6 +202,9 @@ judge:
     models: [gpt, clone, other]
   mode: jury
 """
+
+
+JURY = _jury_recipe()
 
 
 def _noisy(wrong_on):
@@ -237,7 +237,7 @@ def noisy_jury(project, name="jury-slice"):
                 "other": _noisy(lambda i: bucket(i, "b"))}
     recipe = load_recipe(write_recipe(project, name, JURY.format(name=name)), check_source=False)
     providers = {m: FakeProvider(recipe.models[m].model_copy(update={"provider": "fake", "model": "scripted"}),
-                                 script=[policies[m]] * 64) for m in policies}
+                                 script=[policies[m]] * 200) for m in policies}
     for stage in STAGES:
         run_stage(recipe, stage, providers=providers, progress=False)
     return recipe, project.parent / "data" / name
