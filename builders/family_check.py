@@ -36,9 +36,13 @@ def _generation_writers(recipe: Recipe, g: Generation) -> list[str]:
     out = [a.model for a in g.answers if a.model]
     columns = [a.model_column for a in g.answers if a.model_column]
     if columns:
+        from builders.errors import BuildError
         from builders.sources import column, read_source
 
-        source = read_source(recipe)
+        try:
+            source = read_source(recipe)
+        except BuildError:  # `validate` reports the source's own problems; nothing to check here
+            return out
         for name in columns:
             values = column(source, name)
             out += [str(v) for v in values.drop_nulls().unique().to_list()] if values is not None else []

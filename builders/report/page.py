@@ -55,7 +55,8 @@ def _block(block: tuple) -> str:
         body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
         if not rows:
             body = f'<tr><td colspan="{len(headers)}" class="muted">none</td></tr>'
-        return f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (f'<div class="table-wrap"><table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>")
     if kind == "chart":
         _, name, caption = block
         return (f'<figure><figcaption>{html.escape(caption)}</figcaption>'
