@@ -57,6 +57,20 @@ def gate_path(data_root: Path, benchmark: str) -> Path:
     return data_root / GATES_DIR / f"{benchmark}.json"
 
 
+def read_gate(path: Path) -> list[dict]:
+    """The evaluators a gate file records; one line naming the file when it is not one."""
+    try:
+        evaluators = json.loads(path.read_bytes().decode("utf-8"))["evaluators"]
+        if not isinstance(evaluators, list) or not all(isinstance(e, dict) and "fingerprint" in e for e in evaluators):
+            raise ValueError("`evaluators` is not a list of measured configurations")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BuildError(
+            f"{path}: not a gate file written by meta-eval ({reason}); rebuild it with `fellowship meta-eval {path.stem}`"
+        ) from None
+    return evaluators
+
+
 def describe(recipe: Recipe) -> str:
     j = recipe.judge
     who = ", ".join(j.voters)
@@ -98,7 +112,7 @@ def _check(recipe: Recipe, data_dir: Path) -> None:
             f"list it under `benchmarks` in params.yaml and run `dvc repro`, or `fellowship build {gate.benchmark}` "
             f"and `fellowship meta-eval {gate.benchmark}`"
         )
-    measured = json.loads(path.read_text())["evaluators"]
+    measured = read_gate(path)
     mine = fingerprint(recipe, recipe.judge.voters)
     found = next((e for e in measured if e["fingerprint"] == mine), None)
     if found is None:

@@ -9,8 +9,6 @@ keep TRL's column contracts. `upload` sends it with `huggingface_hub`. The token
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from builders.card import card
@@ -18,7 +16,7 @@ from builders.errors import BuildError
 from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.gate import gate_problem
 from builders.recipe import Recipe
-from builders.tables import DPO, KTO, read_table
+from builders.tables import DPO, KTO, read_table, replace_atomically
 
 EXPORTS = {"dpo": (DPO, dpo_problems), "kto": (KTO, kto_problems)}
 
@@ -60,15 +58,16 @@ def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
 
 def prepare(recipe: Recipe, data_dir: Path, repo_id: str, out: Path) -> Path:
     """Write the folder to upload at `out` (replaced whole), from tables already checked."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, (table, _) in EXPORTS.items():
-        (tmp / name).mkdir(parents=True)
-        read_table(table, data_dir).write_parquet(tmp / name / "train-00000-of-00001.parquet")
-    (tmp / "README.md").write_text(card(recipe, data_dir, repo_id))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    readme = card(recipe, data_dir, repo_id)
+    tables = {name: read_table(table, data_dir) for name, (table, _) in EXPORTS.items()}
+
+    def write(tmp: Path) -> None:
+        for name, df in tables.items():
+            (tmp / name).mkdir(parents=True)
+            df.write_parquet(tmp / name / "train-00000-of-00001.parquet")
+        (tmp / "README.md").write_text(readme)
+
+    return replace_atomically(out, write)
 
 
 def summary(data_dir: Path) -> str:

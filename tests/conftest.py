@@ -22,6 +22,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("FELLOWSHIP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FELLOWSHIP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FELLOWSHIP_RETRY_BASE_S", "0")
+    # `fellowship` run as a command imports this checkout, wherever the package is installed from
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     # the datasets library caches what it loads by folder name: a test must never read another's
     import datasets.config
 

@@ -9,7 +9,7 @@ import pytest
 from builders.errors import BuildError, ProviderError
 from builders.judging import grammar, messages
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import run_stage
 from conftest import tiny_recipe
 

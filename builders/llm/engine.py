@@ -11,6 +11,9 @@ it is done (`stream`) or all of them in order (`gather`). Each job makes its cal
 5. otherwise the call waits for its model's adaptive limiter (builders.llm.limiter) and goes out,
    retried with backoff on 429, 5xx, timeouts, dropped connections and broken bodies.
 
+Every answer, new or cached, is redacted (`builders.redact`) before it is cached or used: a provider
+may echo the request's credentials.
+
 When a job fails, no new job starts and no new call goes out, but calls in flight finish and are
 cached before the error is raised: a stopped build loses no paid answer.
 """
@@ -18,6 +21,7 @@ cached before the error is raised: a stopped build loses no paid answer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -37,6 +41,7 @@ from builders.llm.limiter import AdaptiveLimiter
 from builders.llm.registry import create_provider, identity, provider_class
 from builders.llm.types import ChatResponse, Completion, Message, OutputFormat, Provider
 from builders.recipe import ModelSpec, Recipe, StageOptions
+from builders.redact import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +85,11 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
     return min(8.0, retry_base() * 2**attempt) * (0.75 + random.random() / 4)
 
 
+def _redacted(c: Completion) -> Completion:
+    text = redact(c.text)
+    return c if text == c.text else dataclasses.replace(c, text=text)
+
+
 class Engine:
     def __init__(
         self,
@@ -104,9 +114,10 @@ class Engine:
         self.usage = Usage()
         self.by_model: dict[str, Usage] = {}  # the same, per recipe model
         self.ledger = Ledger(self.cache.path.parent, recipe.name)
+        spent = self.ledger.read()  # a damaged ledger stops the stage here, before any call
         self.budget = None
         if recipe.budget is not None:
-            earlier = sum(usd for s, usd in self.ledger.read().items() if s != stage)
+            earlier = sum(usd for s, usd in spent.items() if s != stage)
             self.budget = Budget(recipe.budget.usd, earlier_usd=earlier)
         self._stop: BaseException | None = None
         self._batcher = None
@@ -168,7 +179,7 @@ class Engine:
         )
         hit = self.cache.get(key)
         if hit is not None:
-            completion, latency = hit
+            completion, latency = _redacted(hit[0]), hit[1]
             response = self._response(model, completion, latency, cached=True)
             for u in (self.usage, self.by_model.setdefault(model, Usage())):
                 u.cached += 1
@@ -192,6 +203,7 @@ class Engine:
                 if self.budget:
                     self.budget.settle(worst, 0.0)
                 raise
+            completion = _redacted(completion)
             self.cache.put(key, completion, latency)
         response = self._response(model, completion, latency, cached=False)
         if self.budget:

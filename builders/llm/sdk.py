@@ -19,6 +19,7 @@ from builders.llm.batch_api import OpenAIBatchAPI, TogetherBatchAPI
 from builders.llm.limiter import rate_limit
 from builders.llm.types import Completion, Message, OutputFormat
 from builders.recipe import ModelSpec
+from builders.redact import redact
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
 
@@ -124,7 +125,7 @@ def _response_format(output: OutputFormat | None) -> dict:
 
 
 def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return redact(str(e)).splitlines()[0][:200] if str(e) else type(e).__name__  # redacted before it is cut
 
 
 class OpenAIProvider(ChatSDKProvider):
