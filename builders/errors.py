@@ -3,6 +3,11 @@
 from builders.redact import redact
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message as one line: its first non-empty line, or its type's name."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 class BuildError(Exception):
     """Base class for every error the user can act on."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
 from builders.llm.registry import identity
 from builders.prompts import template_texts
 from builders.recipe import Recipe
@@ -64,9 +64,8 @@ def read_gate(path: Path) -> list[dict]:
         if not isinstance(evaluators, list) or not all(isinstance(e, dict) and "fingerprint" in e for e in evaluators):
             raise ValueError("`evaluators` is not a list of measured configurations")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BuildError(
-            f"{path}: not a gate file written by meta-eval ({reason}); rebuild it with `fellowship meta-eval {path.stem}`"
+            f"{path}: not a gate file written by meta-eval ({first_line(e)}); rebuild it with `fellowship meta-eval {path.stem}`"
         ) from None
     return evaluators
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builders.card import card
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
 from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.gate import gate_problem
 from builders.recipe import Recipe
@@ -31,7 +31,7 @@ def stale_stages(recipe: Recipe, repo_root: Path) -> list[str]:
         with Repo(str(repo_root)) as repo:
             return sorted(repo.status(targets=targets, with_deps=True))
     except DvcException as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise BuildError(
             f"{recipe.path}: publish: cannot tell whether the exports are current ({reason}); "
             f"list '{recipe.name}' under `recipes` in params.yaml and run `dvc repro`"
@@ -102,4 +102,4 @@ def upload(folder: Path, repo_id: str, *, private: bool, revision: str | None, m
         return api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
                                  revision=revision, commit_message=message)
     except HfHubHTTPError as e:
-        raise BuildError(f"publish: the Hub refused {repo_id}: {str(e).strip().splitlines()[0]}") from None
+        raise BuildError(f"publish: the Hub refused {repo_id}: {first_line(e)}") from None

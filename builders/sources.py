@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from builders.errors import RecipeError
+from builders.errors import RecipeError, first_line
 from builders.recipe import Recipe
 
 SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
@@ -24,8 +24,7 @@ def _read_file(path: Path) -> pl.DataFrame:
     except RecipeError:
         raise
     except Exception as e:  # polars, pyarrow and OS errors all mean: this file cannot be read
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RecipeError(f"source.path: cannot read {path}: {first}") from None
+        raise RecipeError(f"source.path: cannot read {path}: {first_line(e)}") from None
 
 
 def _read_by_suffix(path: Path) -> pl.DataFrame:
@@ -55,8 +54,7 @@ def _read_saved(path: Path, split: str) -> pl.DataFrame:
     except RecipeError:
         raise
     except Exception as e:  # datasets, pyarrow and OS errors all mean: this folder cannot be read
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RecipeError(f"source.path: cannot read the saved dataset {path}: {first}") from None
+        raise RecipeError(f"source.path: cannot read the saved dataset {path}: {first_line(e)}") from None
 
 
 def _read_local(recipe: Recipe) -> pl.DataFrame:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from builders.errors import TableError
+from builders.errors import TableError, first_line
 from builders.memory import release_free_memory
 
 
@@ -555,8 +555,7 @@ def _command(table: Table, path: Path) -> str:
 
 
 def _unreadable(table: Table, path: Path, e: BaseException) -> TableError:
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return TableError(f"{path}: cannot read the {table.name} table ({reason}); rebuild it with `{_command(table, path)}`")
+    return TableError(f"{path}: cannot read the {table.name} table ({first_line(e)}); rebuild it with `{_command(table, path)}`")
 
 
 def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024,

@@ -22,7 +22,8 @@ from pathlib import Path
 import click
 
 from builders.cli import cli
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
+from builders.recipe import SLUG
 from builders.stages import default_data_root
 from builders.tables import TABLES
 
@@ -76,14 +77,10 @@ def _damaged(con, table: str, files: list[Path]) -> str:
         try:
             con.execute(f"select * from read_parquet({_quote(str(f))}) limit 0")
         except duckdb.Error as e:
-            reason = _first_line(e)
+            reason = first_line(e)
             return (f"{f}: cannot read the {table} table ({reason}); "
                     f"rebuild it with `fellowship build {f.parent.name} --stage {table}`")
     return f"table {table}: its files do not read as one table; rebuild them with `dvc repro`"
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 @cli.command()
@@ -103,6 +100,8 @@ def sql(query: str, recipe: str | None, data_dir: str | None, fmt: str) -> None:
     import duckdb
 
     root = Path(data_dir) if data_dir else default_data_root()
+    if recipe and not SLUG.match(recipe):
+        raise BuildError(f"--recipe: '{recipe}' is not a recipe name (lower-case letters, digits and dashes)")
     if recipe and not (root / recipe).is_dir():
         raise BuildError(f"--recipe: no tables for recipe '{recipe}' under {root}/ (run `fellowship build {recipe}`)")
     if not any(root.glob(f"{recipe or '*'}/*.parquet")):
@@ -124,7 +123,7 @@ def sql(query: str, recipe: str | None, data_dir: str | None, fmt: str) -> None:
 def _query_error(e: Exception, broken: dict[str, str]) -> str:
     import duckdb
 
-    message = _first_line(e)
+    message = first_line(e)
     if isinstance(e, duckdb.CatalogException):
         for table, why in broken.items():
             if re.search(rf"\b{table}\b", message):

@@ -21,7 +21,7 @@ import json
 import math
 from pathlib import Path
 
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
 from builders.llm.types import Message
 from builders.tables import replace_atomically
 
@@ -61,7 +61,7 @@ class Ledger:
         except OSError as e:
             raise self._invalid(f"cannot read it ({e.strerror})") from None
         except ValueError as e:  # not UTF-8, or not JSON
-            raise self._invalid(f"not JSON ({str(e).splitlines()[0]})") from None
+            raise self._invalid(f"not JSON ({first_line(e)})") from None
         if not isinstance(data, dict):
             raise self._invalid(f"holds a JSON {type(data).__name__}, not an object")
         for stage, usd in data.items():

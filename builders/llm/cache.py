@@ -19,7 +19,7 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
 from builders.llm.types import Completion, Message, OutputFormat
 
 DEFAULT_DIR = Path(".cache") / "llm"
@@ -85,8 +85,7 @@ class ResponseCache:
         try:
             yield
         except (sqlite3.Error, OSError, ValueError, TypeError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CacheError(f"response cache {self.path}: {reason}; {_advice(e)}") from None
+            raise CacheError(f"response cache {self.path}: {first_line(e)}; {_advice(e)}") from None
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._guard():

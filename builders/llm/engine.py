@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WORDS_PER_TOKEN = 0.75
 BATCH_WINDOW = 50_000  # jobs alive at once in a batch stage: a batch job takes up to 50,000 requests
+DRY_RUN_WINDOW = 64  # jobs alive at once in `fellowship plan`
 
 
 @dataclass
@@ -121,8 +122,12 @@ class Engine:
             self.budget = Budget(recipe.budget.usd, earlier_usd=earlier)
         self._stop: BaseException | None = None
         self._batcher = None
-        # jobs alive at once: enough to keep every model's calls busy, few enough to bound memory
-        self._window = BATCH_WINDOW if self.options.batch else max(64, 4 * sum(s.concurrency for s in recipe.models.values()))
+        # jobs alive at once: enough to keep every model's calls busy, few enough to bound memory (a
+        # dry run waits for no call: a small window, whatever the recipe's concurrency)
+        if dry_run:
+            self._window = DRY_RUN_WINDOW
+        else:
+            self._window = BATCH_WINDOW if self.options.batch else max(64, 4 * sum(s.concurrency for s in recipe.models.values()))
 
     def spec(self, model: str) -> ModelSpec:
         return self.recipe.models[model]
