@@ -4,7 +4,6 @@ exit status 1, no traceback, and nothing half-written."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -14,30 +13,20 @@ import pytest
 
 from builders.errors import BuildError
 from builders.gate import read_gate
-from conftest import fellowship, tiny_recipe
-
-
-def one_line(result, *fragments) -> str:
-    """The error: one line on stderr (after the lines of the stages that finished)."""
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = [ln for ln in result.stderr.strip().splitlines() if not re.match(r"\S+: \w+: wrote ", ln)]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+from conftest import assert_one_line, fellowship, tiny_recipe
 
 
 def hidden_files(folder) -> list[str]:
     return [p.name for p in folder.rglob(".*.tmp-*")]
 
 
-def test_a_damaged_response_cache_is_one_line(project, tmp_path):
+def test_a_damaged_response_cache_is_assert_one_line(project, tmp_path):
     tiny_recipe(project)
     cache = tmp_path / "cache" / "responses.sqlite"
     cache.parent.mkdir()
     cache.write_bytes(b"this is no sqlite database " * 100)
     for command in ("build", "plan"):
-        line = one_line(fellowship(command, "tiny", cwd=project, check=False), str(cache), "file is not a database")
+        line = assert_one_line(fellowship(command, "tiny", cwd=project, check=False), str(cache), "file is not a database")
         assert "move it away" in line
     data = tmp_path / "data" / "tiny"
     assert not (data / "candidates.parquet").exists() and hidden_files(tmp_path) == []
@@ -57,7 +46,7 @@ def test_a_damaged_input_table_names_the_file_and_the_stage_that_rebuilds_it(pro
     else:
         pl.read_parquet(data / "items.parquet").write_parquet(candidates)
     result = fellowship("build", "tiny", "--stage", "scores", "--no-progress", cwd=project, check=False)
-    one_line(result, str(candidates), "rebuild it with `fellowship build tiny --stage candidates`")
+    assert_one_line(result, str(candidates), "rebuild it with `fellowship build tiny --stage candidates`")
     assert scores.read_bytes() == before and hidden_files(tmp_path) == []
     fellowship("build", "tiny", "--stage", "candidates", "--no-progress", cwd=project)
     fellowship("build", "tiny", "--stage", "scores", "--no-progress", cwd=project)
@@ -73,7 +62,7 @@ def test_a_spend_ledger_that_is_not_one_stops_before_any_call(project, tmp_path,
     spend = tmp_path / "cache" / "spend" / "tiny.json"
     spend.parent.mkdir(parents=True)
     spend.write_bytes(ledger)
-    line = one_line(fellowship("build", "tiny", "--no-progress", cwd=project, check=False), f"spend ledger {spend}")
+    line = assert_one_line(fellowship("build", "tiny", "--no-progress", cwd=project, check=False), f"spend ledger {spend}")
     assert "fix it, or delete it" in line
     assert not (tmp_path / "data" / "tiny" / "candidates.parquet").exists()
     assert spend.read_bytes() == ledger  # what the user must look at is left as it was
@@ -136,13 +125,13 @@ def full_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def test_a_really_full_disk_is_one_line(project, full_disk, monkeypatch):
+def test_a_really_full_disk_is_assert_one_line(project, full_disk, monkeypatch):
     tiny_recipe(project)
     monkeypatch.setenv("FELLOWSHIP_DATA_DIR", str(full_disk / "data"))
-    line = one_line(fellowship("build", "tiny", "--no-progress", cwd=project, check=False),
+    line = assert_one_line(fellowship("build", "tiny", "--no-progress", cwd=project, check=False),
                     f"cannot write {full_disk / 'data' / 'tiny' / 'items.parquet'}", "No space left on device")
     assert "free some disk space" in line and hidden_files(full_disk) == []
     monkeypatch.setenv("FELLOWSHIP_DATA_DIR", str(project.parent / "data"))
     monkeypatch.setenv("FELLOWSHIP_CACHE_DIR", str(full_disk / "cache" / uuid.uuid4().hex))
-    line = one_line(fellowship("build", "tiny", "--no-progress", cwd=project, check=False), "responses.sqlite")
+    line = assert_one_line(fellowship("build", "tiny", "--no-progress", cwd=project, check=False), "responses.sqlite")
     assert "free some disk space" in line or "writable" in line

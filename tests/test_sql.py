@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, fellowship, tiny_recipe
+from conftest import ROOT, assert_one_line, fellowship, tiny_recipe
 
 MARKER = "fellowship-sql-test-marker-0123456789"
 
@@ -35,15 +35,6 @@ def data(tmp_path_factory):
 
 def sql(data, query, *args, check=False):
     return fellowship("sql", query, "--data-dir", str(data), *args, cwd=data.parent, check=check)
-
-
-def assert_one_line(result, *fragments):
-    assert result.returncode == 1, result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("query", [
