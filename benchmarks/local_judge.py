@@ -75,7 +75,7 @@ def recipes(work: Path) -> list[tuple[str, str, Path]]:
 
 
 def run(work: Path, only: list[str]) -> None:
-    from builders.recipe import load_recipe
+    from builders.loader import load_recipe
     from builders.stages import run_stage
 
     for config, benchmark, path in recipes(work):
@@ -92,7 +92,7 @@ def report(work: Path) -> dict:
     import polars as pl
 
     from builders import meta_eval
-    from builders.recipe import load_recipe
+    from builders.loader import load_recipe
     from builders.tables import AGREEMENT, SCORES, read_table
 
     out = {}

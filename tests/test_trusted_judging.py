@@ -14,7 +14,7 @@ from builders.errors import BuildError
 from builders.judging import messages
 from builders.judgment_parser import parse_judgment
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import STAGES, run_stage
 from builders.strategies import STRATEGIES, JudgeSpec, fence_marker, presentation_orders
 from builders.tables import TABLES, read_table
