@@ -79,7 +79,7 @@ import polars as pl  # noqa: E402
 
 import builders.llm.sdk  # noqa: E402,F401  (imported here so neither side pays for it inside a timed run)
 from builders.errors import BuildError  # noqa: E402
-from builders.recipe import load_recipe  # noqa: E402
+from builders.loader import load_recipe  # noqa: E402
 from builders.stages import run_stage  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "engine.json"

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from builders import meta_eval
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.sources import benchmark_path
 from builders.tables import content_id
 from metrics import bootstrap

@@ -2,6 +2,7 @@
 
     python benchmarks/local_judge.py run [--only NAME ...]   # judge (long; resumes from the cache)
     python benchmarks/local_judge.py report                  # the table, from what `run` built
+    python benchmarks/local_judge.py save                    # the judges' answers into the repository
 
 Benchmarks: all 80 FairEval items and 100 seeded PandaLM-Eval items (seed 0). Configurations, all
 with `orders: rotations` (each pair judged in both orders):
@@ -16,12 +17,16 @@ own stages; `report` runs `meta-eval` on each and prints kappa and accuracy with
 intervals, flip rate, position bias, longer-answer win rate and seconds per judge call, and writes
 them to `benchmarks/results/local_judge.json`. Answers are kept in a response cache outside the
 work tree (`--cache`, default ~/.cache/fellowship/local-judge/llm), so an interrupted `run` goes on
-where it stopped, in this session or the next.
+where it stopped, in this session or the next. `save` writes every answer the cache holds for these
+recipes to `benchmarks/results/local_judge_answers.jsonl.gz` (the raw judge outputs, as the paper
+publishes its own); `run` and `report` load that file into the cache first, so the table can be
+reproduced, or the run continued, from a fresh clone.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -32,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path.home() / ".cache" / "fellowship" / "local-judge"
 RESULTS = ROOT / "benchmarks" / "results" / "local_judge.json"
+ANSWERS = ROOT / "benchmarks" / "results" / "local_judge_answers.jsonl.gz"
 
 BENCHMARKS = {"fair-eval": "{benchmark: fair-eval}", "pandalm-eval": "{benchmark: pandalm-eval, sample: 100, seed: 0}"}
 CONFIGS = {  # name -> judge.panel settings
@@ -69,7 +75,7 @@ def recipes(work: Path) -> list[tuple[str, str, Path]]:
 
 
 def run(work: Path, only: list[str]) -> None:
-    from builders.recipe import load_recipe
+    from builders.loader import load_recipe
     from builders.stages import run_stage
 
     for config, benchmark, path in recipes(work):
@@ -86,7 +92,7 @@ def report(work: Path) -> dict:
     import polars as pl
 
     from builders import meta_eval
-    from builders.recipe import load_recipe
+    from builders.loader import load_recipe
     from builders.tables import AGREEMENT, SCORES, read_table
 
     out = {}
@@ -125,15 +131,52 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def load_answers(cache_dir: Path) -> int:
+    """Put the saved answers the cache lacks into it; how many were added."""
+    from builders.llm.cache import ResponseCache
+    from builders.llm.types import Completion
+
+    if not ANSWERS.exists():
+        return 0
+    cache, added = ResponseCache(cache_dir), 0
+    with gzip.open(ANSWERS, "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if cache.get(row["key"]) is None:
+                cache.put(row["key"], Completion.from_stored(row["completion"]), row["latency_s"])
+                added += 1
+    cache.close()
+    return added
+
+
+def save_answers(cache_dir: Path) -> int:
+    """Every cached answer, sorted by key, into ANSWERS (written whole, then moved into place)."""
+    import sqlite3
+
+    db = sqlite3.connect(cache_dir / "responses.sqlite")
+    rows = db.execute("select key, completion, latency_s from responses order by key").fetchall()
+    tmp = ANSWERS.with_name(ANSWERS.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        for key, completion, latency in rows:
+            f.write(json.dumps({"key": key, "completion": json.loads(completion), "latency_s": latency}) + "\n")
+    os.replace(tmp, ANSWERS)
+    return len(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["run", "report"])
+    parser.add_argument("phase", choices=["run", "report", "save"])
     parser.add_argument("--only", nargs="*", default=[], choices=list(CONFIGS))
     parser.add_argument("--work", type=Path, default=WORK, help="recipes and tables (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=None, help="response cache (default: WORK/llm)")
     args = parser.parse_args()
-    os.environ["FELLOWSHIP_CACHE_DIR"] = str(args.cache or args.work / "llm")
+    cache_dir = args.cache or args.work / "llm"
+    os.environ["FELLOWSHIP_CACHE_DIR"] = str(cache_dir)
     sys.path.insert(0, str(ROOT))
+    if args.phase == "save":
+        print(f"saved {save_answers(cache_dir)} answers to {ANSWERS}")
+        return
+    print(f"loaded {load_answers(cache_dir)} saved answers into {cache_dir}", file=sys.stderr)
     if args.phase == "run":
         run(args.work, args.only)
         return

@@ -1,7 +1,8 @@
 """Fellowship: preference-optimization datasets built as a DVC pipeline of Parquet tables."""
 
 from builders.errors import BuildError, MissingKeyError, ProviderError, RecipeError, TableError
-from builders.recipe import Recipe, load_recipe
+from builders.loader import load_recipe
+from builders.recipe import Recipe
 
 __all__ = [
     "BuildError",

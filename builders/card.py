@@ -3,13 +3,14 @@ files, licence, task categories, size category, tags) and a body that tells how 
 (source, models and roles, workflow, judge and its measured agreement with humans), what is in it
 (counts, score margins, ties, KTO balance), what it cost, and how to load and train on it.
 
-Everything here comes from the recipe and the built tables; API keys never reach it (recipes only
-name the variables that hold them, and the card does not print even those).
+Everything here comes from the recipe and the built tables. Only the models the recipe uses are
+named, and the whole card passes through `builders.redact`: no key, bearer token, URL user info or
+key-like query parameter reaches it (recipes only name the variables that hold keys, and the card
+does not print even those).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -17,9 +18,11 @@ import yaml
 
 from builders import family_check
 from builders.export_checks import kto_balance
-from builders.gate import GATES_DIR, fingerprint
+from builders.gate import GATES_DIR, fingerprint, read_gate
+from builders.llm.registry import used_models
 from builders.preferences import judge_description
 from builders.recipe import Recipe
+from builders.redact import redact
 from builders.tables import CANDIDATES, DEBATES, DPO, KTO, SCORES, VERDICTS, read_table
 from metrics import families
 
@@ -65,7 +68,7 @@ def measured_agreement(recipe: Recipe, data_root: Path) -> list[dict]:
     mine = fingerprint(recipe, recipe.judge.voters)
     found = []
     for path in sorted((data_root / GATES_DIR).glob("*.json")):
-        for e in json.loads(path.read_text())["evaluators"]:
+        for e in read_gate(path):
             if e["fingerprint"] == mine:
                 found.append({"benchmark_recipe": path.stem, **e})
     return found
@@ -154,11 +157,8 @@ def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
     balance = kto_balance(kto)
     spend = _table(("stage", "calls", "tokens in", "tokens out", "cost (USD)"),
                    [(st, n, f"{ti:,}", f"{to:,}", f"{cost:.4f}") for st, n, ti, to, cost in usage(data_dir)])
-    recipe_text = yaml.safe_dump(
-        recipe.model_dump(mode="json", include={"source", "models", "generation", "judge", "export"}),
-        sort_keys=False, allow_unicode=True,
-    )
-    return f"""---
+    recipe_text = recipe_section(recipe)
+    text = f"""---
 {header}---
 
 # {recipe.name}
@@ -220,3 +220,13 @@ KTOTrainer(model=model, args=KTOConfig(output_dir="kto"{f", undesirable_weight={
 
 The answers are model outputs, under the terms of the providers that served them.
 """
+    return redact(text)
+
+
+def recipe_section(recipe: Recipe) -> str:
+    """The recipe as the card shows it: its sections, with only the models it uses (and no api_key_env)."""
+    sections = recipe.model_dump(mode="json", include={"source", "models", "generation", "judge", "export"})
+    used = used_models(recipe)
+    sections["models"] = {name: {k: v for k, v in spec.items() if k != "api_key_env"}
+                          for name, spec in sections["models"].items() if name in used}
+    return yaml.safe_dump(sections, sort_keys=False, allow_unicode=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
 from builders.llm.registry import identity
 from builders.prompts import template_texts
 from builders.recipe import Recipe
@@ -61,6 +61,19 @@ def gate_path(data_root: Path, benchmark: str) -> Path:
     return data_root / GATES_DIR / f"{benchmark}.json"
 
 
+def read_gate(path: Path) -> list[dict]:
+    """The evaluators a gate file records; one line naming the file when it is not one."""
+    try:
+        evaluators = json.loads(path.read_bytes().decode("utf-8"))["evaluators"]
+        if not isinstance(evaluators, list) or not all(isinstance(e, dict) and "fingerprint" in e for e in evaluators):
+            raise ValueError("`evaluators` is not a list of measured configurations")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BuildError(
+            f"{path}: not a gate file written by meta-eval ({first_line(e)}); rebuild it with `fellowship meta-eval {path.stem}`"
+        ) from None
+    return evaluators
+
+
 def describe(recipe: Recipe) -> str:
     j = recipe.judge
     who = ", ".join(j.voters)
@@ -102,7 +115,7 @@ def _check(recipe: Recipe, data_dir: Path) -> None:
             f"list it under `benchmarks` in params.yaml and run `dvc repro`, or `fellowship build {gate.benchmark}` "
             f"and `fellowship meta-eval {gate.benchmark}`"
         )
-    measured = json.loads(path.read_text())["evaluators"]
+    measured = read_gate(path)
     mine = fingerprint(recipe, recipe.judge.voters)
     found = next((e for e in measured if e["fingerprint"] == mine), None)
     if found is None:

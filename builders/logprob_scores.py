@@ -89,8 +89,8 @@ def _number_distribution(tokens: tuple[TokenLogprob, ...], j: int, prefix: str, 
 def _after_prefix(token: str, prefix: str) -> str | None:
     """What an alternative token says after the text the written token had before the score."""
     if token.startswith(prefix):
-        return token[len(prefix):]
-    return token.lstrip() if not prefix.strip() else None
+        return token[len(prefix):].lstrip(" ")  # "  8" after "Score: " is still an 8
+    return token.lstrip(" ") if not prefix.strip() else None
 
 
 def _letter_distribution(tokens: tuple[TokenLogprob, ...], j: int, prefix: str) -> dict[str, float]:

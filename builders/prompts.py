@@ -1,7 +1,9 @@
 """Prompt templates are files next to the recipe; this module loads, checks and renders them.
 
-Templates use Python `str.format` fields (`{question}`); write `{{` and `}}` for literal braces.
-Each template field of a recipe may use only the placeholders its builder supplies.
+Templates use plain `{name}` placeholders, filled by `str.format`; write `{{` and `}}` for literal
+braces. Format specs, conversions, indexes and attributes (`{question:>9}`, `{question!r}`) are
+refused when the recipe is checked. Each template field of a recipe may use only the placeholders
+its builder supplies.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _generation_templates(recipe: Recipe, g, where: str) -> dict[str, tuple[Path
 
 @lru_cache(maxsize=128)
 def _read(path: Path) -> str:
-    return path.read_text()
+    return path.read_text(encoding="utf-8")
 
 
 def template_texts(recipe: Recipe, prefix: str = "") -> dict[str, str]:
@@ -89,8 +91,26 @@ def template_texts(recipe: Recipe, prefix: str = "") -> dict[str, str]:
 
 
 def fields_of(text: str) -> set[str]:
-    """Placeholder names used by a template; ValueError on unbalanced braces."""
-    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    """Placeholder names used by a template. A template field is a plain `{name}`: ValueError on
+    unbalanced braces, and on a conversion (`{x!r}`), a format spec (`{x:d}`, `{x:>99}`), an index
+    or attribute (`{x[0]}`, `{x.y}`) or a positional field (`{}`, `{0}`), which rendering would
+    fail on (or blow up with) mid-build."""
+    names = set()
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as e:
+        raise ValueError(f"{e} (write {{{{ and }}}} for literal braces)") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if conversion is not None or spec or not name.isidentifier():
+            field = "{" + name + (f"!{conversion}" if conversion is not None else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"{field} is not a plain placeholder: write {{name}} with no format spec, conversion, index or "
+                "attribute (and {{ and }} for literal braces)"
+            )
+        names.add(name)
+    return names
 
 
 def template_problems(recipe: Recipe) -> list[str]:
@@ -101,8 +121,14 @@ def template_problems(recipe: Recipe) -> list[str]:
             continue
         try:
             used = fields_of(_read(path))
+        except UnicodeDecodeError as e:
+            problems.append(f"{field}: template {path} is not UTF-8 text (at byte {e.start}); save it as UTF-8")
+            continue
+        except OSError as e:
+            problems.append(f"{field}: cannot read template {path} ({e.strerror})")
+            continue
         except ValueError as e:
-            problems.append(f"{field}: template {path}: {e} (write {{{{ and }}}} for literal braces)")
+            problems.append(f"{field}: template {path}: {e}")
             continue
         unknown = sorted(used - allowed)
         if unknown:

@@ -9,16 +9,14 @@ keep TRL's column contracts. `upload` sends it with `huggingface_hub`. The token
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from builders.card import card
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
 from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.gate import gate_problem
 from builders.recipe import Recipe
-from builders.tables import DPO, KTO, read_table
+from builders.tables import DPO, KTO, read_table, replace_atomically
 
 EXPORTS = {"dpo": (DPO, dpo_problems), "kto": (KTO, kto_problems)}
 
@@ -33,7 +31,7 @@ def stale_stages(recipe: Recipe, repo_root: Path) -> list[str]:
         with Repo(str(repo_root)) as repo:
             return sorted(repo.status(targets=targets, with_deps=True))
     except DvcException as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise BuildError(
             f"{recipe.path}: publish: cannot tell whether the exports are current ({reason}); "
             f"list '{recipe.name}' under `recipes` in params.yaml and run `dvc repro`"
@@ -60,15 +58,16 @@ def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
 
 def prepare(recipe: Recipe, data_dir: Path, repo_id: str, out: Path) -> Path:
     """Write the folder to upload at `out` (replaced whole), from tables already checked."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, (table, _) in EXPORTS.items():
-        (tmp / name).mkdir(parents=True)
-        read_table(table, data_dir).write_parquet(tmp / name / "train-00000-of-00001.parquet")
-    (tmp / "README.md").write_text(card(recipe, data_dir, repo_id))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    readme = card(recipe, data_dir, repo_id)
+    tables = {name: read_table(table, data_dir) for name, (table, _) in EXPORTS.items()}
+
+    def write(tmp: Path) -> None:
+        for name, df in tables.items():
+            (tmp / name).mkdir(parents=True)
+            df.write_parquet(tmp / name / "train-00000-of-00001.parquet")
+        (tmp / "README.md").write_text(readme)
+
+    return replace_atomically(out, write)
 
 
 def summary(data_dir: Path) -> str:
@@ -103,4 +102,4 @@ def upload(folder: Path, repo_id: str, *, private: bool, revision: str | None, m
         return api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
                                  revision=revision, commit_message=message)
     except HfHubHTTPError as e:
-        raise BuildError(f"publish: the Hub refused {repo_id}: {str(e).strip().splitlines()[0]}") from None
+        raise BuildError(f"publish: the Hub refused {repo_id}: {first_line(e)}") from None

@@ -1,7 +1,8 @@
-"""The recipe: a pydantic model tree (unknown keys forbidden) and `load_recipe`, which checks it all.
+"""The recipe's schema: a pydantic model tree with unknown keys forbidden and every number bounded.
 
-`load_recipe` reports every problem at once, one line each, as `recipes/x.yaml: judge.models[1]: ...`,
-before any table is read or any LLM is called. Paths inside a recipe are relative to the recipe file.
+This module is the schema only; `builders.loader` reads a recipe file, validates it against this
+schema, checks each section against the others and the files the recipe names. Paths inside a recipe
+are relative to the recipe file.
 """
 
 from __future__ import annotations
@@ -10,37 +11,25 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from builders.errors import RecipeError
+from builders.redact import url_credentials
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_CANDIDATES = 26  # answers a judge is shown for one prompt, named A to Z
+MAX_SEED = 2**31 - 1
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}'", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    # allow_inf_nan=False: `.inf` and `.nan` are no price, timeout or margin
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Price(Strict):
-    input: float = Field(0.0, ge=0, description="US dollars per million prompt tokens")
-    output: float = Field(0.0, ge=0, description="US dollars per million completion tokens")
-    batch: float = Field(0.5, ge=0, description="share of the price paid for answers from the provider's batch API")
+    input: float = Field(0.0, ge=0, le=10_000, description="US dollars per million prompt tokens")
+    output: float = Field(0.0, ge=0, le=10_000, description="US dollars per million completion tokens")
+    batch: float = Field(0.5, ge=0, le=1, description="share of the price paid for answers from the provider's batch API")
 
 
 class ModelSpec(Strict):
@@ -50,13 +39,32 @@ class ModelSpec(Strict):
     api_key_env: str | None = Field(None, description="environment variable holding the key, if not the provider's default")
     temperature: float = Field(0.0, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int = Field(512, ge=1)
-    seed: int | None = Field(0, description="sampling seed, where the provider supports one")
-    concurrency: int = Field(8, ge=1, description="calls in flight at once for this model")
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0, description="retries on 429, 5xx, timeouts, dropped connections and broken bodies")
-    context_tokens: int = Field(4096, ge=256, description="`local` only: the model's context window")
+    max_tokens: int = Field(512, ge=1, le=131_072)
+    seed: int | None = Field(0, ge=0, le=MAX_SEED, description="sampling seed, where the provider supports one")
+    concurrency: int = Field(8, ge=1, le=1024, description="calls in flight at once for this model")
+    timeout_s: float = Field(120.0, gt=0, le=86_400)
+    max_retries: int = Field(6, ge=0, le=50, description="retries on 429, 5xx, timeouts, dropped connections and broken bodies")
+    context_tokens: int = Field(4096, ge=256, le=131_072, description="`local` only: the model's context window")
     price: Price = Price()
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credential_in_url(cls, v: str | None) -> str | None:
+        """The URL is recorded (cache identity, dvc.lock, the card): a key in it would be too."""
+        found = url_credentials(v) if v else None
+        if found:
+            raise ValueError(
+                f"the URL carries a credential ({found}); keys come only from the environment: "
+                "put it in a variable and name that variable with api_key_env"
+            )
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable_name(cls, v: str | None) -> str | None:
+        if v is not None and not ENV_NAME.match(v):
+            raise ValueError("give the name of the environment variable that holds the key (such as MY_API_KEY), not the key")
+        return v
 
     def sampling(self) -> dict:
         """The parameters that change what the model writes (and so key the cache)."""
@@ -86,8 +94,8 @@ class Source(Strict):
     label_column: str | None = Field(
         None, description="column with a human winner per row (`model_a`, `model_b` or `tie`): a benchmark; every row is an item"
     )
-    sample: int | None = Field(None, ge=1, description="take this many prompts (seeded); all when unset")
-    seed: int = 0
+    sample: int | None = Field(None, ge=1, le=100_000_000, description="take this many prompts (seeded); all when unset")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="before")
     @classmethod
@@ -125,8 +133,12 @@ class Generation(Strict):
     )
     generator: str | None = Field(None, description="single and feedback: the model that writes the answers")
     reviewers: list[str] = []
-    answers: list[ImportedAnswer] = Field([], description="import: the source columns holding answers, one candidate each")
-    iterations: int = Field(3, ge=1, description="feedback: answers written (first + revisions); single: samples")
+    answers: list[ImportedAnswer] = Field(
+        [], max_length=MAX_CANDIDATES, description="import: the source columns holding answers, one candidate each"
+    )
+    iterations: int = Field(
+        3, ge=1, le=MAX_CANDIDATES, description="feedback: answers written (first + revisions); single: samples"
+    )
     drop_truncated: bool = Field(False, description="a response cut off by the generator's max_tokens is no answer: "
                                  "kept with problem `truncated`, never judged or exported")
     system_prompt: str | None = Field(None, description="template file for the generator's system prompt")
@@ -145,7 +157,7 @@ class Debate(Strict):
     referees: dict[Literal["general_public", "psychologist", "critic"], str] = Field(
         min_length=1, description="role -> model; roles speak in the order general_public, psychologist, critic"
     )
-    rounds: int = Field(2, ge=1, description="times every referee speaks before the final scores")
+    rounds: int = Field(2, ge=1, le=10, description="times every referee speaks before the final scores")
     system_prompt: str = "prompts/debate/system.txt"
     user_prompt: str = "prompts/debate/user.txt"
     final_prompt: str = "prompts/debate/final.txt"
@@ -211,7 +223,7 @@ class Judge(Strict):
     tie_policy: Literal["drop", "later_iteration", "earlier_iteration"] = Field(
         "drop", description="when candidates tie (best score or votes): drop the item, or prefer the later/earlier one"
     )
-    min_scored: int = Field(2, ge=2, description="an item needs this many scored candidates for a verdict")
+    min_scored: int = Field(2, ge=2, le=MAX_CANDIDATES, description="an item needs this many scored candidates for a verdict")
     min_order_agreement: float | None = Field(
         None, gt=0, le=1, description="share of a judge's presentation orders that must agree with its winner, else its "
         "verdict is inconsistent (default: more than half)",
@@ -246,7 +258,7 @@ class Gate(Strict):
 class Export(Strict):
     pairing: Literal["best_vs_rejected", "best_vs_worst"] = "best_vs_rejected"
     gate: Gate | None = Field(None, description="refuse to export unless the judge reached `min_kappa` on a benchmark")
-    min_margin: float = Field(0.0, ge=0, description="a pair needs chosen - rejected score above or at this margin")
+    min_margin: float = Field(0.0, ge=0, le=100, description="a pair needs chosen - rejected score above or at this margin")
     hub_repo: str | None = Field(None, description="Hub dataset id `fellowship publish` pushes to (or --repo)")
     license: str = Field("other", description="licence id for the dataset card (the answers are model outputs under their providers' terms)")
     tags: list[str] = Field([], description="extra Hub tags for the dataset card")
@@ -266,7 +278,7 @@ class Compare(Strict):
     ties: Literal["half", "exclude", "loss"] = Field(
         "half", description="a tie counts as half a win, is left out, or counts as a loss"
     )
-    resamples: int = Field(1000, ge=100, description="bootstrap resamples for the 95% intervals")
+    resamples: int = Field(1000, ge=100, le=10_000, description="bootstrap resamples for the 95% intervals")
 
     def entries(self) -> dict[str, tuple[str, Generation]]:
         """name -> (`workflows` or `baselines`, its workflow), competitors first."""
@@ -278,12 +290,12 @@ LLM_STAGES = ("candidates", "debates", "scores", "picks", "matches")
 
 
 class Spending(Strict):
-    usd: float = Field(gt=0, description="the most the recipe's answers may cost, over all stages, cached ones included")
+    usd: float = Field(gt=0, le=1_000_000, description="the most the recipe's answers may cost, over all stages, cached ones included")
 
 
 class StageOptions(Strict):
     batch: bool = Field(False, description="send the stage's calls through the providers' batch APIs (OpenAI, Together)")
-    poll_s: float = Field(30.0, ge=0.01, description="seconds between checks of a running batch job")
+    poll_s: float = Field(30.0, ge=0.01, le=3600, description="seconds between checks of a running batch job")
 
 
 class Recipe(Strict):
@@ -330,192 +342,3 @@ class Recipe(Strict):
     def resolve(self, relative: str) -> Path:
         """A path written in the recipe, relative to the recipe file's folder."""
         return (self._path.parent / relative).resolve()
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _pydantic_problems(err: ValidationError) -> list[str]:
-    problems = []
-    for e in err.errors():
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        msg = msg.removeprefix("Value error, ")
-        loc = e["loc"]
-        if loc and loc[-1] == "[key]":  # a mapping's key, not its value, is wrong: name the key
-            loc, msg = loc[:-1], msg.replace("Input should be", "key should be", 1)
-        problems.append(f"{_loc(loc)}: {msg}")
-    return problems
-
-
-def _reference_problems(recipe: Recipe) -> list[str]:
-    known = ", ".join(recipe.models)
-    problems = []
-
-    def ref(where: str, name: str) -> None:
-        if name not in recipe.models:
-            problems.append(f"{where}: unknown model '{name}' (known: {known})")
-
-    g = recipe.generation
-    if g.generator is not None:
-        ref("generation.generator", g.generator)
-    for i, r in enumerate(g.reviewers):
-        ref(f"generation.reviewers[{i}]", r)
-    problems += _generation_problems(recipe)
-    j = recipe.judge
-    for i, m in enumerate(j.panel.models):
-        ref(f"judge.panel.models[{i}]", m)
-    debate = j.panel.debate
-    for role, m in (debate.referees.items() if debate else []):
-        ref(f"judge.panel.debate.referees.{role}", m)
-    if (j.mode == "debate") != (debate is not None):
-        problems.append("judge.mode: `debate` goes with judge.panel.debate (referees and rounds), and only with it")
-    elif debate and j.panel.models:
-        problems.append("judge.panel.models: a debate's judges are its referees; leave models out")
-    elif not debate and not j.panel.models:
-        problems.append("judge.panel.models: name at least one judge model")
-    if debate and j.panel.strategy != "combined":
-        problems.append("judge.panel.strategy: referees give their final scores by combined scoring")
-    for i, m in enumerate(j.members or []):
-        if m not in j.judges:
-            problems.append(f"judge.members[{i}]: '{m}' is not on the panel ({', '.join(j.judges)})")
-    if j.mode == "judge" and len(j.voters) != 1:
-        problems.append(
-            f"judge.mode: `judge` takes one member, the panel has {len(j.voters)}; "
-            "set judge.members to one model or use mode `jury`"
-        )
-    s = recipe.source
-    if s.benchmark is not None and s.path is not None:
-        problems.append("source.path: a benchmark is read from its vendored copy, or from `dataset` on the Hub; drop `path`")
-    elif s.benchmark is None and (s.path is None) == (s.dataset is None):
-        problems.append("source: give exactly one of `path` (local file), `dataset` (Hub id) or `benchmark`")
-    c = recipe.compare
-    for name in set(c.workflows) & set(c.baselines) if c else ():
-        problems.append(f"compare.baselines.{name}: '{name}' is also a workflow; give each entry its own name")
-    for name, (kind, entry) in (c.entries().items() if c else []):
-        for field in ("generator", *(f"reviewers[{i}]" for i in range(len(entry.reviewers)))):
-            model = entry.generator if field == "generator" else entry.reviewers[int(field[10:-1])]
-            if model is not None and model not in recipe.models:
-                problems.append(f"compare.{kind}.{name}.{field}: unknown model '{model}' (known: {known})")
-        sub = recipe.model_copy(update={"generation": entry})
-        problems += [f"compare.{kind}.{name}.{p.removeprefix('generation.')}" for p in _generation_problems(sub)]
-    if c and (j.panel.debate or j.panel.strategy == "independent"):
-        problems.append("compare: answers are compared two at a time in one conversation; "
-                        "use judge.panel.strategy combined or direct, without a debate")
-    if c and s.labelled:
-        problems.append("compare: a benchmark recipe measures judges; compare workflows in a recipe of their own")
-    if s.labelled and s.id_column is None:
-        problems.append("source.id_column: a labelled source keeps one item per row and needs the rows' ids")
-    if s.labelled and (g.workflow != "import" or len(g.answers) != 2):
-        problems.append(
-            "generation: a labelled source's human winner compares two imported answers; "
-            "use workflow `import` with two `answers` (model_a's column first)"
-        )
-    return problems
-
-
-def _generation_problems(recipe: Recipe) -> list[str]:
-    g, problems = recipe.generation, []
-    if g.workflow == "import":
-        if g.generator is not None or g.reviewers:
-            problems.append("generation.generator: the import workflow generates nothing; drop generator and reviewers")
-        if not g.answers:
-            problems.append("generation.answers: name the source columns that hold the answers to import")
-        elif len(g.answers) < recipe.judge.min_scored and recipe.compare is None:
-            problems.append(
-                f"generation.answers: {len(g.answers)} answer(s) per prompt can never make a verdict "
-                f"(judge.min_scored is {recipe.judge.min_scored})"
-            )
-        return problems
-    if g.answers:
-        problems.append(f"generation.answers: only the import workflow reads answers; `{g.workflow}` writes them")
-    if g.generator is None:
-        problems.append(f"generation.generator: the {g.workflow} workflow needs a generator model")
-    if g.workflow == "feedback" and not g.reviewers:
-        problems.append("generation.reviewers: the feedback workflow needs at least one reviewer")
-    if g.workflow == "single" and g.reviewers:
-        problems.append("generation.reviewers: the single workflow takes no reviewers")
-    gen = recipe.models.get(g.generator) if g.generator else None
-    if g.workflow == "single" and g.iterations > 1 and gen is not None and gen.temperature == 0:
-        problems.append(
-            f"generation.iterations: {g.iterations} samples at temperature 0 would be identical; "
-            f"set models.{g.generator}.temperature above 0 or iterations to 1"
-        )
-    if g.iterations < recipe.judge.min_scored and recipe.compare is None:
-        problems.append(
-            f"generation.iterations: {g.iterations} candidate(s) per prompt can never make a verdict "
-            f"(judge.min_scored is {recipe.judge.min_scored})"
-        )
-    if g.workflow == "feedback" and g.iterations < 2:
-        problems.append("generation.iterations: the feedback workflow needs at least 2 (an answer and a revision)")
-    return problems
-
-
-def parse_recipe(path: Path) -> Recipe:
-    """Schema and cross-reference checks only (no files other than the recipe are opened)."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise RecipeError(f"{path}: {where}malformed YAML ({problem})") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (source, models, generation, judge, export)")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as err:
-        raise RecipeError("\n".join(f"{path}: {p}" for p in _pydantic_problems(err))) from None
-    recipe._path = path
-    problems = _reference_problems(recipe)
-    if recipe.name != path.stem:
-        problems.append(f"name: '{recipe.name}' must equal the file name '{path.stem}'")
-    if problems:
-        raise RecipeError("\n".join(f"{path}: {p}" for p in problems))
-    return recipe
-
-
-def load_recipe(path: Path | str, *, check_keys: bool = False, check_source: bool = True) -> Recipe:
-    """Load and check a recipe: schema, model references, prompt templates, optionally the source
-    (read whole: `build` leaves that to the items stage, which reads it anyway) and API keys."""
-    from builders import prompts, sources  # late: both import this module's types
-    from builders.llm.registry import key_problems, logprob_problems, provider_problems
-
-    path = Path(path)
-    recipe = parse_recipe(path)
-    problems = provider_problems(recipe) + logprob_problems(recipe) + prompts.template_problems(recipe)
-    if check_source:
-        problems += sources.source_problems(recipe)
-    if check_keys:
-        problems += key_problems(recipe)
-    problems += _gate_problems(recipe)
-    if problems:
-        raise RecipeError("\n".join(f"{path}: {p}" for p in problems))
-    return recipe
-
-
-def _gate_problems(recipe: Recipe) -> list[str]:
-    gate = recipe.export.gate
-    if gate is None:
-        return []
-    path = recipe.path.parent / f"{gate.benchmark}.yaml"
-    if gate.benchmark == recipe.name:
-        return ["export.gate.benchmark: a recipe cannot gate itself; name a benchmark recipe"]
-    if not path.is_file():
-        return [f"export.gate.benchmark: no benchmark recipe '{gate.benchmark}' ({path} does not exist)"]
-    try:
-        benchmark = parse_recipe(path)
-    except RecipeError:
-        return [f"export.gate.benchmark: recipe '{gate.benchmark}' is not valid (run `fellowship validate {gate.benchmark}`)"]
-    if not benchmark.source.labelled:
-        return [f"export.gate.benchmark: recipe '{gate.benchmark}' has no human labels (source.benchmark or label_column)"]
-    return []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from builders.errors import RecipeError
+from builders.errors import RecipeError, first_line
 from builders.recipe import Recipe
 
 SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
@@ -24,8 +24,7 @@ def _read_file(path: Path) -> pl.DataFrame:
     except RecipeError:
         raise
     except Exception as e:  # polars, pyarrow and OS errors all mean: this file cannot be read
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RecipeError(f"source.path: cannot read {path}: {first}") from None
+        raise RecipeError(f"source.path: cannot read {path}: {first_line(e)}") from None
 
 
 def _read_by_suffix(path: Path) -> pl.DataFrame:
@@ -41,20 +40,30 @@ def _read_by_suffix(path: Path) -> pl.DataFrame:
     raise RecipeError(f"source.path: cannot read {path} (expected one of {', '.join(SUFFIXES)} or a save_to_disk folder)")
 
 
+def _read_saved(path: Path, split: str) -> pl.DataFrame:
+    """A `save_to_disk` folder (one dataset, or a dict of splits)."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise RecipeError(f"source.split: '{split}' not in {path} (splits: {', '.join(ds)})")
+            ds = ds[split]
+        return ds.to_polars()
+    except RecipeError:
+        raise
+    except Exception as e:  # datasets, pyarrow and OS errors all mean: this folder cannot be read
+        raise RecipeError(f"source.path: cannot read the saved dataset {path}: {first_line(e)}") from None
+
+
 def _read_local(recipe: Recipe) -> pl.DataFrame:
     path = recipe.resolve(recipe.source.path)
     if path.is_file():
         return _read_file(path)
     if path.is_dir():
         if _is_saved_dataset(path):
-            import datasets
-
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                if recipe.source.split not in ds:
-                    raise RecipeError(f"source.split: '{recipe.source.split}' not in {path} (splits: {', '.join(ds)})")
-                ds = ds[recipe.source.split]
-            return ds.to_polars()
+            return _read_saved(path, recipe.source.split)
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
         if not files:
             raise RecipeError(f"source.path: folder {path} holds no {', '.join(SUFFIXES)} files")

@@ -2,21 +2,29 @@
 
 Schemas are declared here, never inferred from data. `write_table` checks a frame against its
 schema and primary key and replaces the file atomically, so a killed build never leaves half a table.
+Every file is written to a hidden temporary file of its own writer (`temp_path`) that only that
+writer removes; a failed write (a full disk) is one line naming the file, and leaves nothing behind.
+A table that cannot be read (a damaged file) is one line naming it and the command that rebuilds it.
 Tables are sorted by primary key, except those a stage streams (`TableWriter`: `candidates` of a
 generating workflow), which are in their items' order.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from builders.errors import TableError
+from builders.errors import TableError, first_line
 from builders.memory import release_free_memory
 
 
@@ -395,15 +403,61 @@ def check(table: Table, df: pl.DataFrame) -> None:
         raise TableError(f"table {table.name}: duplicate primary key {key}")
 
 
+def temp_path(path: Path) -> Path:
+    """A hidden file beside `path` for one writer: the process id and a random part make it its own,
+    so a writer never touches another's file (another build of the same table, in another process)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _os_failure(e: BaseException) -> str | None:
+    """The operating system's reason when `e` is a failed read or write (polars reports it as text)."""
+    if isinstance(e, OSError):
+        reason = e.strerror or str(e)
+        return f"{reason} (errno {e.errno})" if e.errno and f"errno {e.errno}" not in reason else reason
+    if isinstance(e, pl.exceptions.PolarsError):
+        found = re.search(r"([^:]*) \(os error (\d+)\)", str(e))
+        if found:
+            return f"{found.group(1).strip()} (errno {found.group(2)})"
+    return None
+
+
+def write_error(path: Path, reason: str) -> TableError:
+    full = f"errno {errno.ENOSPC}" in reason
+    hint = "free some disk space and run it again" if full else "check that its folder exists and is writable"
+    return TableError(f"cannot write {path}: {reason}; {hint} (nothing was left half-written)")
+
+
+def _discard(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` to write a file (or folder) at a temporary path of its own, then put it at
+    `path` in one step. On any failure the temporary file is removed; an operating-system failure
+    (a full disk, a read-only folder) becomes a one-line TableError naming `path`."""
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException as e:
+        _discard(tmp)
+        reason = _os_failure(e)
+        if reason is not None:
+            raise write_error(path, reason) from None
+        raise
+    return path
+
+
 def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
     """Check `df` and write it to `data_dir/<table>.parquet`, atomically, sorted by primary key."""
     check(table, df)
-    path = table.path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.sort(table.primary_key).write_parquet(tmp)
-    os.replace(tmp, path)
-    return path
+    return replace_atomically(table.path(data_dir), df.sort(table.primary_key).write_parquet)
 
 
 class TableWriter:
@@ -412,8 +466,9 @@ class TableWriter:
     order given (a stage gives them in its items' order, so the file is the same from one build to
     the next); `close` checks the primary key and replaces the table atomically. Only a 64-bit hash
     of each key is kept, in one flat array (no object per row). Leaving the `with` block on an error
-    removes the hidden file, so a failed or killed stage never leaves half a table (a kill leaves
-    only a hidden file, which the next writer removes)."""
+    removes the hidden file, so a failed stage never leaves half a table; a killed one may leave its
+    hidden file (`.<table>.parquet.tmp-<pid>-<random>`), which no other writer touches: another build
+    of the same table may be writing its own beside it."""
 
     CHUNK_ROWS = 1000  # rows held as dicts before they become columns
     ROW_GROUP_BYTES = 4 << 20  # columns held before they go out as one Parquet row group
@@ -424,9 +479,7 @@ class TableWriter:
         self.table = table
         self.path = table.path(data_dir)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            stale.unlink(missing_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._tmp = temp_path(self.path)
         self._rows: list[dict] = []
         self._chunks: list = []  # pyarrow tables of the row group being gathered
         self._chunk_bytes = 0
@@ -494,13 +547,38 @@ class TableWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
+        error = exc
+        if error is None:
+            try:
                 self.close()
-        finally:
-            if self._writer is not None and exc_type is not None:
+                return
+            except BaseException as e:
+                error = e
+        if self._writer is not None:
+            try:
                 self._writer.close()
-            self._tmp.unlink(missing_ok=True)
+            except Exception:  # the hidden file goes anyway
+                pass
+        self._tmp.unlink(missing_ok=True)
+        reason = _os_failure(error)
+        if reason is not None:
+            raise write_error(self.path, reason) from None
+        if error is not exc:
+            raise error
+
+
+def _command(table: Table, path: Path) -> str:
+    """The command that writes `path` again."""
+    data_dir = path.parent
+    if data_dir.parent.name == "compare":  # a compare entry's tables: data/<recipe>/compare/<entry>/
+        return f"fellowship build {data_dir.parent.parent.name} --stage picks"
+    if table.name in ("agreement", "model_agreement"):
+        return f"fellowship meta-eval {data_dir.name}"
+    return f"fellowship build {data_dir.name} --stage {table.name}"
+
+
+def _unreadable(table: Table, path: Path, e: BaseException) -> TableError:
+    return TableError(f"{path}: cannot read the {table.name} table ({first_line(e)}); rebuild it with `{_command(table, path)}`")
 
 
 def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024,
@@ -511,22 +589,38 @@ def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = N
 
     path = tmp or table.path(data_dir)
     if not path.exists():
-        raise TableError(f"{path} does not exist: run the `{table.name}` stage first")
-    schema = pl.read_parquet_schema(path)
+        raise TableError(f"{path} does not exist: run `{_command(table, path)}` first")
+    try:
+        schema = pl.read_parquet_schema(path)
+        file = pq.ParquetFile(path)
+    except Exception as e:  # polars, pyarrow and OS errors all mean: this file is damaged
+        raise _unreadable(table, path, e) from None
     if dict(schema) != dict(table.schema):
-        raise TableError(f"table {table.name}: {path} does not match its schema (rebuild the `{table.name}` stage)")
-    file = pq.ParquetFile(path)
-    rows = (row for batch in file.iter_batches(batch_size=batch_rows, columns=columns) for row in batch.to_pylist())
-    return file.metadata.num_rows, rows
+        raise TableError(f"{path}: does not match the {table.name} table's schema; rebuild it with `{_command(table, path)}`")
+
+    def rows():
+        try:
+            for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
+                yield from batch.to_pylist()
+        except Exception as e:
+            raise _unreadable(table, path, e) from None
+
+    return file.metadata.num_rows, rows()
 
 
 def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:
-    """Read a table written by an earlier stage; a missing one names the stage to run."""
+    """Read a table written by an earlier stage; a missing or damaged one names the command to run."""
     path = table.path(data_dir)
     if not path.exists():
-        raise TableError(f"{path} does not exist: run the `{table.name}` stage first")
-    df = pl.read_parquet(path)
-    check(table, df)
+        raise TableError(f"{path} does not exist: run `{_command(table, path)}` first")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # polars, pyarrow and OS errors all mean: this file is damaged
+        raise _unreadable(table, path, e) from None
+    try:
+        check(table, df)
+    except TableError as e:
+        raise TableError(f"{path}: {e}; rebuild it with `{_command(table, path)}`") from None
     return df
 
 
@@ -539,7 +633,5 @@ def json_number(x: float | None) -> float | None:
 
 def write_json(path: Path, data: object) -> None:
     """Write a JSON side file (metrics, plots, gates) atomically, like the tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +23,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("FELLOWSHIP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FELLOWSHIP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FELLOWSHIP_RETRY_BASE_S", "0")
+    # `fellowship` run as a command imports this checkout, wherever the package is installed from
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     # the datasets library caches what it loads by folder name: a test must never read another's
     import datasets.config
 
@@ -83,6 +86,17 @@ def fellowship(*args: str, cwd: Path, check: bool = True) -> subprocess.Complete
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """A command that failed as promised: exit status 1 and one line on stderr (after the lines of
+    the stages that finished), with no traceback, holding every fragment. Returns the line."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [ln for ln in result.stderr.strip().splitlines() if not re.match(r"\S+: \w+: wrote ", ln)]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

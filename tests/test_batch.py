@@ -17,7 +17,7 @@ from openai_server import FakeOpenAIServer
 
 from builders.llm import batch_api
 from builders.llm.cache import ResponseCache
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import STAGES, run_stage
 from builders.tables import TABLES
 

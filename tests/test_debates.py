@@ -8,7 +8,7 @@ import pytest
 
 from builders.errors import RecipeError
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import STAGES, run_stage
 from builders.tables import TABLES, read_table
 from conftest import tiny_recipe

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
 
 import yaml
 
@@ -69,7 +71,8 @@ def test_dvc_yaml_matches_each_builders_reads_and_writes():
     from builders.report import ALWAYS
 
     assert {d for d in report["deps"] if d.startswith("data/${item}")} == {str(TABLES[t].path("data/${item}")) for t in ALWAYS}
-    assert {"data/_gates", "data/_win_rates", "builders/report", "metrics"} <= set(report["deps"])
+    assert {"data/_gates", "data/_win_rates", "builders/report"} <= set(report["deps"])
+    assert "metrics/families.py" in report["deps"]  # the family checks it shows
     assert "data/_win_rates/${item}.json" in stages["win_rates"]["do"]["outs"]
 
 
@@ -132,3 +135,59 @@ def test_outputs_push_to_and_pull_from_the_configured_local_remote(project, tmp_
     _run(["dvc", "pull"], project, env)
     assert dpo.read_bytes() == before
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], project, env)
+
+
+def test_each_stages_code_deps_are_its_import_closure():
+    from builders import dvc_deps
+
+    assert dvc_deps.problems() == [], "\n".join(dvc_deps.problems())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("scores", "picks", "matches", "debates"):  # judging.py imports the parser
+        assert "builders/judgment_parser.py" in stages[name]["do"]["deps"], name
+
+
+def _code_copy(tmp_path):
+    root = tmp_path / "checkout"
+    for folder in ("builders", "metrics"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    return root
+
+
+def test_a_module_missing_from_dvc_yaml_is_named_with_its_stage(tmp_path):
+    from builders import dvc_deps
+
+    root = _code_copy(tmp_path)
+    dvc = root / "dvc.yaml"
+    before, debates = dvc.read_text().split("\n  debates:\n", 1)
+    dvc.write_text(before + "\n  debates:\n" + debates.replace("        - builders/judgment_parser.py\n", "", 1))
+    # a module a merge brings in, imported by the judging code
+    (root / "builders" / "verdict_audit.py").write_text('"""Audits of verdicts."""\n')
+    judging = root / "builders" / "judging.py"
+    judging.write_text(judging.read_text().replace("from builders.judgment_parser import",
+                                                   "import builders.verdict_audit  # noqa: F401\nfrom builders.judgment_parser import", 1))
+    found = dvc_deps.problems(root)
+    assert "dvc.yaml: stage debates: deps miss builders/judgment_parser.py, builders/verdict_audit.py, which its code imports" in found
+    assert "dvc.yaml: stage scores: deps miss builders/verdict_audit.py, which its code imports" in found
+    assert found[-1] == "run `python -m builders.dvc_deps --write` to derive them again"
+    assert dvc_deps.write(root) and dvc_deps.problems(root) == []
+    assert not dvc_deps.write(root)  # derived again: nothing changes
+    assert yaml.safe_load(dvc.read_text())["stages"]["debates"]["do"]["outs"] == ["data/${item}/debates.parquet"]
+    check = run([sys.executable, "-m", "builders.dvc_deps", "--check"], ROOT, {**os.environ, "PYTHONPATH": str(ROOT)})
+    assert check.returncode == 0
+
+
+def test_editing_the_judgment_parser_makes_scores_stale(project, tmp_path):
+    recipe = tiny_recipe(project)
+    recipe.write_text(recipe.read_text().replace("export:\n", "export:\n  hub_repo: someone/tiny\n"))
+    env = dvc_repo(project, tmp_path, ["tiny"])
+    _run(["dvc", "repro"], project, env)
+    assert "up to date" in _run(["dvc", "status"], project, env)
+    parser = project / "builders" / "judgment_parser.py"
+    parser.write_text(parser.read_text() + "\n# a change to how verdicts are read\n")
+    status = _run(["dvc", "status"], project, env)
+    assert "scores@tiny" in status and "debates@tiny" in status
+    refused = run(["fellowship", "publish", "tiny", "--dry-run"], project, env, check=False)
+    assert refused.returncode == 1 and "outputs are stale" in refused.stderr and "scores@tiny" in refused.stderr
+    second = _run(["dvc", "repro"], project, env)
+    assert "Running stage 'scores@tiny'" in second

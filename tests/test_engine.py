@@ -8,7 +8,7 @@ import time
 
 from builders.llm.engine import Engine
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from conftest import tiny_recipe
 
 

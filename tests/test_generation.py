@@ -7,7 +7,7 @@ import pytest
 
 from builders.generation import parse_review
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import run_stage
 from conftest import tiny_recipe
 

@@ -8,7 +8,7 @@ import datasets
 import polars as pl
 import pytest
 
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import run_stage
 from builders.tables import ITEMS, read_table
 from conftest import tiny_recipe
@@ -72,12 +72,14 @@ def test_a_streamed_table_is_written_whole_or_not_at_all(tmp_path):
     from builders.tables import ITEMS, TableWriter
 
     row = {"item_id": "a", "prompt": "p", "source_row": 0, "source_id": None}
-    (tmp_path / ".items.parquet.tmp-99999").write_text("left by a killed build")
+    other = tmp_path / ".items.parquet.tmp-99999-0a0b0c0d"
+    other.write_text("another build's table in progress")
     with pytest.raises(TableError, match=r"duplicate primary key \{'item_id': 'a'\}"):
         with TableWriter(ITEMS, tmp_path) as out:
             out.write([row] * 1)
             out.write([row | {"prompt": "q"}])
-    assert list(tmp_path.iterdir()) == []  # no table, no hidden file: the stale one was removed too
+    # no table and no hidden file of its own; another writer's file is not this writer's to remove
+    assert list(tmp_path.iterdir()) == [other]
     with TableWriter(ITEMS, tmp_path) as out:
         out.write([row | {"item_id": f"i{k}", "source_row": k} for k in range(2500)])
     import polars as pl

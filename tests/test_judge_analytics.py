@@ -228,7 +228,7 @@ def noisy_jury(project, name="jury-slice"):
     import hashlib
 
     from builders.llm.fake import FakeProvider
-    from builders.recipe import load_recipe
+    from builders.loader import load_recipe
     from builders.stages import STAGES, run_stage
     from conftest import write_recipe
 
@@ -303,7 +303,7 @@ def test_validate_warns_in_one_line_when_a_judge_grades_its_own_family(project):
 
 def test_the_card_names_the_self_preference_risk(project):
     from builders import card
-    from builders.recipe import load_recipe
+    from builders.loader import load_recipe
     from builders.stages import STAGES, run_stage
     from conftest import tiny_recipe
 

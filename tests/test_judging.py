@@ -10,7 +10,7 @@ from builders.errors import BuildError, ProviderError
 from builders.judging import messages
 from builders.strategies import STRATEGIES
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import run_stage
 from conftest import tiny_recipe
 

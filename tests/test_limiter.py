@@ -9,7 +9,7 @@ import pytest
 
 from builders.llm.engine import Engine
 from builders.llm.limiter import AdaptiveLimiter, RateLimit, parse_duration, rate_limit
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from conftest import tiny_recipe, write_recipe
 from openai_server import FakeOpenAIServer
 

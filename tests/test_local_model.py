@@ -12,7 +12,7 @@ from builders.strategies import JudgeSpec
 from builders.llm.cache import ResponseCache
 from builders.llm.engine import Engine
 from builders.llm.local import DEFAULT_MODEL_SHA256, default_model_path, fold_system
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from conftest import tiny_recipe
 
 pytestmark = pytest.mark.local_model

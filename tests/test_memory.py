@@ -31,7 +31,7 @@ def test_free_pages_scattered_among_live_blocks_go_back_to_the_os():
 
 
 def test_stages_read_and_write_arrow_through_the_system_allocator(tmp_path):
-    from builders.recipe import load_recipe
+    from builders.loader import load_recipe
     from builders.stages import run_stage
     from conftest import ROOT
 

@@ -12,7 +12,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from builders.errors import BuildError, RecipeError
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.sources import benchmark_path
 from builders.stages import STAGES, run_stage
 from builders.tables import TABLES, read_table

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import BUILT_TABLES, STAGES, run_stage
 from builders.tables import TABLES, read_table
 from conftest import tiny_recipe

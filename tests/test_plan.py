@@ -9,7 +9,7 @@ from openai_server import FakeOpenAIServer
 
 from builders import plan
 from builders.llm.cache import ResponseCache
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import STAGES, run_stage
 
 PRICE = ", price: {input: 1000, output: 1000}"

@@ -14,7 +14,7 @@ from huggingface_hub import HfApi
 
 from builders import publish
 from builders.export_checks import dpo_problems, kto_balance, kto_problems
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.tables import TABLES, read_table
 from conftest import ROOT, dvc_repo, run, tiny_recipe
 from hub_server import FakeHub

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from builders.errors import RecipeError
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from conftest import ROOT, tiny_recipe, write_recipe
 
 
@@ -206,3 +206,102 @@ def test_budget_and_stage_options_are_checked(project):
     assert_one_line_error(project, path, "stages.scores.batch", "boolean", command="validate")
     path.write_text(text + "budget: {usd: 5}\nstages: {candidates: {batch: true, poll_s: 1}}\n")
     assert run_cli("validate", str(path), cwd=project).returncode == 0
+
+
+def test_a_recipe_that_is_not_utf8_is_one_line(project):
+    path = tiny_recipe(project)
+    path.write_bytes(path.read_bytes().replace(b"schema_version: 1", b"description: caf\xe9\nschema_version: 1"))
+    assert_one_line_error(project, path, "not UTF-8 text (byte 0xe9 at offset 16)", "save the recipe as UTF-8")
+
+
+def test_yaml_merge_keys_are_read_and_own_keys_win(project):
+    path = tiny_recipe(project)
+    replace(path, "  writer: {provider: fake, model: auto}", "  writer: &base {provider: fake, model: auto, temperature: 0.5}")
+    replace(path, "  reviewer: {provider: fake, model: auto}", "  reviewer: {<<: *base, temperature: 0.2}")
+    replace(path, "  judge: {provider: fake, model: auto}", "  judge:\n    <<: *base")
+    recipe = load_recipe(path)
+    assert recipe.models["reviewer"].temperature == 0.2 and recipe.models["judge"].temperature == 0.5
+    assert recipe.models["reviewer"].provider == "fake"
+    # a key written twice in the mapping itself is still refused, merged or not
+    replace(path, "{<<: *base, temperature: 0.2}", "{<<: *base, temperature: 0.2, temperature: 0.3}")
+    assert_one_line_error(project, path, "duplicate key 'temperature'", "line", command="validate")
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(project):
+    path = tiny_recipe(project)
+    levels = ["  tags: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"  more{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 10)}]" for k in range(1, 9)]
+    replace(path, "export:\n", "export:\n" + "\n".join(levels) + "\n")
+    assert_one_line_error(project, path, "more than 100,000 values once YAML aliases are expanded", command="validate")
+
+
+WRITER = "writer: {provider: fake, model: auto}"
+
+
+@pytest.mark.parametrize("old, new, where", [
+    ("iterations: 3", "iterations: 1000000000", "generation.iterations: Input should be less than or equal to 26"),
+    (WRITER, "model: auto, max_tokens: 1000000000}", "models.writer.max_tokens: Input should be less than or equal to 131072"),
+    (WRITER, "model: auto, max_retries: 100000}", "models.writer.max_retries: Input should be less than or equal to 50"),
+    (WRITER, "model: auto, concurrency: 100000000}", "models.writer.concurrency: Input should be less than or equal to 1024"),
+    (WRITER, "model: auto, price: {input: .inf}}", "models.writer.price.input: Input should be a finite number"),
+    (WRITER, "model: auto, temperature: .nan}", "models.writer.temperature: Input should be a finite number"),
+    (WRITER, "model: auto, timeout_s: .inf}", "models.writer.timeout_s: Input should be a finite number"),
+    ("seed: 1", "seed: -1", "source.seed: Input should be greater than or equal to 0"),
+    ("sample: 4", "sample: 1000000000000", "source.sample: Input should be less than or equal to 100000000"),
+    ("min_margin: 0", "min_margin: .inf", "export.min_margin: Input should be a finite number"),
+])
+def test_numbers_without_a_sane_bound_are_refused(project, old, new, where):
+    path = tiny_recipe(project)
+    replace(path, old, new if old != WRITER else "writer: {provider: fake, " + new)
+    assert_one_line_error(project, path, where, command="validate")
+
+
+def test_absurd_fan_outs_fail_plan_and_build_at_once(project):
+    path = tiny_recipe(project)
+    replace(path, "iterations: 3", "iterations: 1000000000")
+    for command in ("plan", "build"):
+        result = subprocess.run(["fellowship", command, str(path)], cwd=project, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "generation.iterations" in result.stderr
+    debate = tiny_recipe(project, "debate")
+    replace(debate, "  panel:\n    models: [judge]\n",
+            "  panel:\n    debate: {referees: {critic: judge}, rounds: 1000000000}\n  mode: debate\n")
+    result = subprocess.run(["fellowship", "plan", str(debate)], cwd=project, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "judge.panel.debate.rounds: Input should be less than or equal to 10" in result.stderr
+
+
+@pytest.mark.parametrize("field", ["{question:{evil}}", "{question:d}", "{question!z}", "{question:>2000000000}",
+                                   "{question[0]}", "{question.upper}", "{}", "{0}"])
+def test_template_fields_other_than_plain_names_are_refused(project, field):
+    template = project / "recipes" / "prompts" / "reviewer" / "user.txt"
+    template.write_text(f"Question: {field}\nResponse: {{response}}\n")
+    path = tiny_recipe(project)
+    line = assert_one_line_error(project, path, "generation.reviewer_user_prompt: template", "is not a plain placeholder",
+                                 command="validate")
+    assert field in line and str(template) in line
+
+
+def test_template_errors_stop_a_build_before_anything_is_written(project):
+    template = project / "recipes" / "prompts" / "judge" / "combined_user.txt"
+    template.write_text("[User Question]\n{question:>2000000000}\n\n{responses}\n")
+    assert_one_line_error(project, tiny_recipe(project), "judge.panel.user_prompt", "not a plain placeholder")
+    template.write_bytes(b"[User Question]\n{question}\n\n\xff{responses}\n")
+    assert_one_line_error(project, tiny_recipe(project), "judge.panel.user_prompt", "is not UTF-8 text")
+
+
+@pytest.mark.parametrize("url", ["https://user:sk-live-0123456789abcdef@api.example.com/v1",
+                                 "https://api.example.com/v1?api-key=sk-live-0123456789abcdef",
+                                 "http://127.0.0.1:8000/v1?x=1&token=sk-live-0123456789abcdef"])
+def test_a_base_url_carrying_a_credential_is_refused_without_echoing_it(project, url):
+    path = tiny_recipe(project)
+    replace(path, "  writer: {provider: fake, model: auto}", f"  writer: {{provider: openai-compatible, model: m, base_url: '{url}'}}")
+    line = assert_one_line_error(project, path, "models.writer.base_url: the URL carries a credential", "api_key_env",
+                                 command="validate")
+    assert "sk-live" not in line
+
+
+def test_api_key_env_names_a_variable_not_the_key(project):
+    path = tiny_recipe(project)
+    replace(path, "  writer: {provider: fake, model: auto}", "  writer: {provider: openai, model: m, api_key_env: sk-proj-0123456789abcdef}")
+    line = assert_one_line_error(project, path, "models.writer.api_key_env", "not the key", command="validate")
+    assert "sk-proj" not in line

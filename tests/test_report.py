@@ -11,7 +11,7 @@ import pytest
 
 import browser
 from builders.errors import BuildError
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.report import build, render
 from builders.stages import STAGES, run_stage
 from builders.tables import TABLES, read_table

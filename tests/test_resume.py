@@ -122,7 +122,7 @@ def test_second_full_build_makes_no_requests(project, tmp_path):
         result = fellowship("build", recipe, "--no-progress", cwd=project)
 
         assert len(server.requests) == requests
-    llm_lines = [line for line in result.stderr.splitlines() if ": candidates: " in line or ": scores: " in line]
+    llm_lines = [line for line in result.stderr.splitlines() if ": candidates: wrote" in line or ": scores: wrote" in line]
     assert len(llm_lines) == 2 and all("; 0 calls, " in line for line in llm_lines), result.stderr
     for name, table in first.items():
         assert_frame_equal(pl.read_parquet(TABLES[name].path(data_dir)), table)  # timings included

@@ -17,7 +17,7 @@ from openai_server import FakeOpenAIServer, Fault, completion_body
 from builders.errors import MissingKeyError, ProviderError
 from builders.llm.engine import Engine
 from builders.llm.fake import auto_answer
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 
 KEY_VARIABLE = {"openai": "OPENAI_API_KEY", "together": "TOGETHER_API_KEY", "openai-compatible": None}
 API_KEY = "sk-test-0123456789-secret"

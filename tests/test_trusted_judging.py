@@ -14,7 +14,7 @@ from builders.errors import BuildError
 from builders.judging import messages
 from builders.judgment_parser import parse_judgment
 from builders.llm.fake import FakeProvider
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.stages import STAGES, run_stage
 from builders.strategies import STRATEGIES, JudgeSpec, fence_marker, presentation_orders
 from builders.tables import TABLES, read_table
@@ -373,3 +373,22 @@ def test_expected_scale_100_follows_three_digit_numbers():
     # 1-0-0: 0.5 * 0.8 -> 100; 1-0 then "/": 0.5 * 0.2 -> 10; 9-5: 0.25 -> 95; 9 then "/": 0.25 -> 9
     assert got.scores[0] == pytest.approx(0.4 * 100 + 0.1 * 10 + 0.25 * 95 + 0.25 * 9)
     assert got.mass == (pytest.approx(1.0),)
+
+
+def test_expected_scores_read_from_a_structured_json_verdict(project):
+    from openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        recipe = _server_recipe(project, server, panel="    structured: true\n    score_mode: expected\n    orders: single\n")
+        for stage in ("items", "candidates", "debates", "scores"):
+            run_stage(recipe, stage, progress=False)
+        request = server.requests[-1]["json"]
+    assert request["response_format"]["type"] == "json_schema" and request["top_logprobs"] == 20
+    scores = read_table(TABLES["scores"], _data(project)).sort("position")
+    written = json.loads(scores["raw"][0])["scores"]
+    for row in scores.to_dicts():
+        d = written["ABC"[row["position"]]]
+        # the fake server's tokens: the written digit 0.6, d + 1 at 0.2, d - 1 at 0.15 (where they are digits)
+        if 1 < d < 9:
+            assert row["score"] == pytest.approx((0.6 * d + 0.2 * (d + 1) + 0.15 * (d - 1)) / 0.95)
+        assert 0 < row["score_mass"] <= 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.verdicts import aggregate
 from conftest import tiny_recipe
 

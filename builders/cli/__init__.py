@@ -1,15 +1,19 @@
 """The `fellowship` command line. One module per command; errors a user can act on print one line
-per problem and exit 1, with no traceback."""
+per problem and exit 1, with no traceback. Whatever it prints on stderr (errors, log lines, and the
+traceback of a bug) passes through `builders.redact` first."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from builders.errors import BuildError
+from builders.redact import redact
 
 
 def resolve_recipe_path(recipe: str) -> Path:
@@ -31,6 +35,14 @@ def cli(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_record)
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """A log line as it will be printed, redacted (libraries log URLs and response bodies)."""
+    record.msg, record.args = redact(record.getMessage()), None
+    return True
 
 
 def main() -> None:
@@ -45,5 +57,18 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except BuildError as e:
-        click.echo(str(e), err=True)
+        click.echo(redact(str(e)), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:  # the reader of stdout went away (`fellowship sql ... | head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as e:  # the system refused a file operation: name the file (when known) and the reason
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(redact(f"{where}{e.strerror or e} (errno {e.errno})"), err=True)
+        sys.exit(1)
+    except Exception:  # a bug: its traceback, without credentials
+        click.echo(redact(traceback.format_exc()).rstrip(), err=True)
         sys.exit(1)

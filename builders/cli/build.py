@@ -3,7 +3,8 @@ from __future__ import annotations
 import click
 
 from builders.cli import cli, resolve_recipe_path
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
+from builders.locks import recipe_lock
 from builders.stages import STAGES, default_data_root, run_stage
 
 
@@ -19,15 +20,17 @@ def build(recipe: str, stages: tuple[str, ...], data_dir: str | None, no_progres
     dpo, kto; for a benchmark recipe, then its meta-evaluation (see `fellowship meta-eval`).
 
     Model calls are cached (.cache/llm, or $FELLOWSHIP_CACHE_DIR): a re-run makes no calls and an
-    interrupted build resumes, paying only for the calls it had not finished.
+    interrupted build resumes, paying only for the calls it had not finished. One command at a time
+    writes a recipe's tables: a second build of the same recipe is refused while the first runs.
     """
     from pathlib import Path
 
     r = load_recipe(resolve_recipe_path(recipe), check_keys=True, check_source=False)
     root = Path(data_dir) if data_dir else default_data_root()
-    for stage in [s for s in STAGES if s in stages] if stages else STAGES:
-        run_stage(r, stage, data_root=root, progress=not no_progress)
-    if r.source.labelled and not stages:
-        from builders import meta_eval
+    with recipe_lock(root / r.name, r.name):
+        for stage in [s for s in STAGES if s in stages] if stages else STAGES:
+            run_stage(r, stage, data_root=root, progress=not no_progress)
+        if r.source.labelled and not stages:
+            from builders import meta_eval
 
-        meta_eval.build(r, root / r.name)
+            meta_eval.build(r, root / r.name)

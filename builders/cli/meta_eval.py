@@ -5,7 +5,8 @@ from pathlib import Path
 import click
 
 from builders.cli import cli, resolve_recipe_path
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
+from builders.locks import recipe_lock
 from builders.stages import default_data_root
 from metrics.bootstrap import RESAMPLES
 
@@ -14,9 +15,10 @@ from metrics.bootstrap import RESAMPLES
 @click.argument("recipes", nargs=-1, required=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Root of the tables (default: data, or $FELLOWSHIP_DATA_DIR).")
-@click.option("--resamples", type=click.IntRange(min=100), default=RESAMPLES, show_default=True,
+@click.option("--resamples", type=click.IntRange(min=100, max=10_000), default=RESAMPLES, show_default=True,
               help="Bootstrap resamples for the 95% intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resamples.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
+              help="Seed of the bootstrap resamples.")
 def meta_eval(recipes: tuple[str, ...], data_dir: str | None, resamples: int, seed: int) -> None:
     """Measure benchmark RECIPES' judges against the human labels (no LLM calls).
 
@@ -31,4 +33,5 @@ def meta_eval(recipes: tuple[str, ...], data_dir: str | None, resamples: int, se
     root = Path(data_dir) if data_dir else default_data_root()
     for name in recipes:
         recipe = load_recipe(resolve_recipe_path(name), check_source=False)
-        builder.build(recipe, root / recipe.name, resamples=resamples, seed=seed)
+        with recipe_lock(root / recipe.name, recipe.name):
+            builder.build(recipe, root / recipe.name, resamples=resamples, seed=seed)

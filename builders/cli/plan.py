@@ -5,7 +5,7 @@ import json
 import click
 
 from builders.cli import cli, resolve_recipe_path
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 
 COLUMNS = ("stage", "model", "calls", "cached", "tokens in", "tokens out ≤", "cost ≤", "cached cost")
 

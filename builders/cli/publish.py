@@ -6,7 +6,8 @@ import click
 
 from builders.cli import cli, resolve_recipe_path
 from builders.errors import BuildError
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
+from builders.locks import recipe_lock
 from builders.stages import default_data_root
 
 
@@ -36,9 +37,11 @@ def publish(recipe: str, repo_id: str | None, public: bool, revision: str | None
     if not repo_id:
         raise BuildError(f"{r.path}: export.hub_repo: name the Hub dataset (or pass --repo)")
     data = (Path(data_dir) if data_dir else default_data_root()) / r.name
-    pub.check(r, data, Path.cwd())
-    folder = pub.prepare(r, data, repo_id, data / "hub")
-    click.echo(pub.summary(data))
+    with recipe_lock(data, r.name):  # no build changes the exports while they are checked and copied
+        pub.check(r, data, Path.cwd())
+        folder = pub.prepare(r, data, repo_id, data / "hub")
+        summary = pub.summary(data)
+    click.echo(summary)
     if dry_run:
         click.echo(f"{r.name}: checked; would upload {folder} to {repo_id} ({'public' if public else 'private'})")
         return

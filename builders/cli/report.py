@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from builders.cli import cli, resolve_recipe_path
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 from builders.report import DEFAULT_MAX_ITEMS
 from builders.stages import default_data_root
 

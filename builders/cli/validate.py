@@ -5,7 +5,7 @@ import click
 from builders.cli import cli, resolve_recipe_path
 from builders.errors import RecipeError
 from builders.family_check import validate_warning
-from builders.recipe import load_recipe
+from builders.loader import load_recipe
 
 
 @cli.command()

@@ -1,6 +1,4 @@
-"""The LLM layer: one async engine over registered providers, with a persistent response cache."""
+"""The LLM layer: one async engine (`builders.llm.engine`) over registered providers
+(`builders.llm.registry`), with a persistent response cache (`builders.llm.cache`).
 
-from builders.llm.engine import Engine
-from builders.llm.types import ChatResponse, Completion, Message
-
-__all__ = ["ChatResponse", "Completion", "Engine", "Message"]
+Nothing is imported here, so loading the registry does not load the engine."""

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import math
 from pathlib import Path
 
-from builders.errors import BuildError
+from builders.errors import BuildError, first_line
 from builders.llm.types import Message
+from builders.tables import replace_atomically
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with BPE tokenizers
 TOKENS_PER_MESSAGE = 4  # role and separators
@@ -38,23 +39,40 @@ class BudgetReached(BuildError):
 
 
 class Ledger:
-    """What each stage of one recipe used, in US dollars: `<cache dir>/spend/<recipe>.json`."""
+    """What each stage of one recipe used, in US dollars: `<cache dir>/spend/<recipe>.json`, a JSON
+    object of stage name -> dollars. A missing ledger means nothing was spent; one that cannot be
+    read as such is an error (read as $0, it would lift the budget)."""
 
     def __init__(self, cache_dir: Path, recipe: str):
         self.path = Path(cache_dir) / "spend" / f"{recipe}.json"
+        self.recipe = recipe
+
+    def _invalid(self, why: str) -> BuildError:
+        return BuildError(
+            f"spend ledger {self.path}: {why}; it records what each stage of recipe '{self.recipe}' spent "
+            "(a JSON object of stage name -> US dollars): fix it, or delete it to forget that spending"
+        )
 
     def read(self) -> dict[str, float]:
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            data = json.loads(self.path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
             return {}
+        except OSError as e:
+            raise self._invalid(f"cannot read it ({e.strerror})") from None
+        except ValueError as e:  # not UTF-8, or not JSON
+            raise self._invalid(f"not JSON ({first_line(e)})") from None
+        if not isinstance(data, dict):
+            raise self._invalid(f"holds a JSON {type(data).__name__}, not an object")
+        for stage, usd in data.items():
+            if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd < 0:
+                raise self._invalid(f"stage '{stage}' has {json.dumps(usd)}, not a number of dollars of at least 0")
+        return {stage: float(usd) for stage, usd in data.items()}
 
     def record(self, stage: str, usd: float) -> None:
         spent = {**self.read(), stage: round(usd, 8)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(spent, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        text = json.dumps(spent, indent=1, sort_keys=True) + "\n"
+        replace_atomically(self.path, lambda tmp: tmp.write_text(text))
 
 
 class Budget:

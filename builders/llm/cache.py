@@ -5,6 +5,9 @@ model id; the bundled local model by its sha256; an openai-compatible model with
 messages, sampling parameters, output format (grammar, JSON schema) and sample index. Timeouts, retries, concurrency and
 prices are left out, so changing them never invalidates a finished call. Each answer is committed
 as soon as it arrives: a killed build loses no paid call.
+
+A cache that cannot be used (a damaged file, a full disk, a folder that is not writable) is one
+line naming the file and what to do, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import hashlib
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
+from builders.errors import BuildError, first_line
 from builders.llm.types import Completion, Message, OutputFormat
 
 DEFAULT_DIR = Path(".cache") / "llm"
@@ -43,54 +48,86 @@ def cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class CacheError(BuildError):
+    """The response cache cannot be read or written."""
+
+
+def _advice(e: Exception) -> str:
+    text = str(e).lower()
+    if "full" in text:
+        return "free some disk space and run it again"
+    if "locked" in text or "busy" in text:
+        return "another process holds it; wait for it to finish"
+    if "readonly" in text or "read-only" in text or "unable to open" in text or isinstance(e, OSError):
+        return "check that its folder exists and is writable (or set FELLOWSHIP_CACHE_DIR)"
+    return ("the file is damaged: move it away (its answers will be paid for again) or restore it from a backup, "
+            "or point FELLOWSHIP_CACHE_DIR at another folder")
+
+
 class ResponseCache:
     def __init__(self, directory: Path | str | None = None):
         directory = Path(directory) if directory is not None else default_cache_dir()
-        directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "responses.sqlite"
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute("pragma synchronous=normal")
-        self._db.execute(
-            "create table if not exists responses (key text primary key, completion text not null, latency_s real not null)"
-        )
-        self._db.execute(
-            "create table if not exists batch_jobs (file_id text primary key, endpoint text not null, "
-            "job_id text, keys text not null, state text not null)"
-        )
+        with self._guard():
+            directory.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("pragma journal_mode=wal")
+            self._db.execute("pragma synchronous=normal")
+            self._db.execute(
+                "create table if not exists responses (key text primary key, completion text not null, latency_s real not null)"
+            )
+            self._db.execute(
+                "create table if not exists batch_jobs (file_id text primary key, endpoint text not null, "
+                "job_id text, keys text not null, state text not null)"
+            )
+
+    @contextmanager
+    def _guard(self):
+        """sqlite, OS and decoding errors as one line naming the cache file."""
+        try:
+            yield
+        except (sqlite3.Error, OSError, ValueError, TypeError) as e:
+            raise CacheError(f"response cache {self.path}: {first_line(e)}; {_advice(e)}") from None
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._guard():
+            return self._db.execute(sql, params).fetchall()
 
     def get(self, key: str) -> tuple[Completion, float] | None:
-        row = self._db.execute("select completion, latency_s from responses where key = ?", (key,)).fetchone()
-        if row is None:
+        rows = self._query("select completion, latency_s from responses where key = ?", (key,))
+        if not rows:
             return None
-        return Completion.from_stored(json.loads(row[0])), row[1]
+        with self._guard():
+            return Completion.from_stored(json.loads(rows[0][0])), float(rows[0][1])
 
     def put(self, key: str, completion: Completion, latency_s: float) -> None:
         blob = json.dumps(completion.stored(), ensure_ascii=False)
-        self._db.execute("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
+        self._query("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
 
     # The batch journal: one row per uploaded request file, written before its job is started, so a
     # restart finds the job (or, after a crash between the two, the file it was started on) instead
     # of submitting the same requests again. state: uploaded -> submitted -> done.
 
     def journal_upload(self, file_id: str, endpoint: str, keys: list[str]) -> None:
-        self._db.execute("insert into batch_jobs values (?, ?, null, ?, 'uploaded')", (file_id, endpoint, json.dumps(keys)))
+        self._query("insert into batch_jobs values (?, ?, null, ?, 'uploaded')", (file_id, endpoint, json.dumps(keys)))
 
     def journal_submit(self, file_id: str, job_id: str) -> None:
-        self._db.execute("update batch_jobs set job_id = ?, state = 'submitted' where file_id = ?", (job_id, file_id))
+        self._query("update batch_jobs set job_id = ?, state = 'submitted' where file_id = ?", (job_id, file_id))
 
     def journal_done(self, file_id: str) -> None:
-        self._db.execute("update batch_jobs set state = 'done' where file_id = ?", (file_id,))
+        self._query("update batch_jobs set state = 'done' where file_id = ?", (file_id,))
 
     def journal_open(self, endpoint: str) -> list[tuple[str, str | None, list[str]]]:
         """(file id, job id or None, request keys) of the unfinished jobs on `endpoint`."""
-        rows = self._db.execute(
+        rows = self._query(
             "select file_id, job_id, keys from batch_jobs where endpoint = ? and state != 'done' order by rowid", (endpoint,)
-        ).fetchall()
-        return [(f, j, json.loads(k)) for f, j, k in rows]
+        )
+        with self._guard():
+            return [(f, j, json.loads(k)) for f, j, k in rows]
 
     def __len__(self) -> int:
-        return self._db.execute("select count(*) from responses").fetchone()[0]
+        return self._query("select count(*) from responses")[0][0]
 
     def close(self) -> None:
-        self._db.close()
+        with self._guard():
+            self._db.close()

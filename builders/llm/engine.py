@@ -11,6 +11,9 @@ it is done (`stream`) or all of them in order (`gather`). Each job makes its cal
 5. otherwise the call waits for its model's adaptive limiter (builders.llm.limiter) and goes out,
    retried with backoff on 429, 5xx, timeouts, dropped connections and broken bodies.
 
+Every answer, new or cached, is redacted (`builders.redact`) before it is cached or used: a provider
+may echo the request's credentials.
+
 When a job fails, no new job starts and no new call goes out, but calls in flight finish and are
 cached before the error is raised: a stopped build loses no paid answer.
 """
@@ -18,6 +21,7 @@ cached before the error is raised: a stopped build loses no paid answer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -37,11 +41,13 @@ from builders.llm.limiter import AdaptiveLimiter
 from builders.llm.registry import create_provider, identity, provider_class
 from builders.llm.types import TOP_LOGPROBS, ChatResponse, Completion, Message, OutputFormat, Provider
 from builders.recipe import ModelSpec, Recipe, StageOptions
+from builders.redact import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WORDS_PER_TOKEN = 0.75
 BATCH_WINDOW = 50_000  # jobs alive at once in a batch stage: a batch job takes up to 50,000 requests
+DRY_RUN_WINDOW = 64  # jobs alive at once in `fellowship plan`
 
 
 @dataclass
@@ -80,6 +86,13 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
     return min(8.0, retry_base() * 2**attempt) * (0.75 + random.random() / 4)
 
 
+def _redacted(c: Completion) -> Completion:
+    """`c` without credentials; token probabilities go too when the text held one (their tokens would
+    spell it out)."""
+    text = redact(c.text)
+    return c if text == c.text else dataclasses.replace(c, text=text, logprobs=None)
+
+
 class Engine:
     def __init__(
         self,
@@ -104,14 +117,19 @@ class Engine:
         self.usage = Usage()
         self.by_model: dict[str, Usage] = {}  # the same, per recipe model
         self.ledger = Ledger(self.cache.path.parent, recipe.name)
+        spent = self.ledger.read()  # a damaged ledger stops the stage here, before any call
         self.budget = None
         if recipe.budget is not None:
-            earlier = sum(usd for s, usd in self.ledger.read().items() if s != stage)
+            earlier = sum(usd for s, usd in spent.items() if s != stage)
             self.budget = Budget(recipe.budget.usd, earlier_usd=earlier)
         self._stop: BaseException | None = None
         self._batcher = None
-        # jobs alive at once: enough to keep every model's calls busy, few enough to bound memory
-        self._window = BATCH_WINDOW if self.options.batch else max(64, 4 * sum(s.concurrency for s in recipe.models.values()))
+        # jobs alive at once: enough to keep every model's calls busy, few enough to bound memory (a
+        # dry run waits for no call: a small window, whatever the recipe's concurrency)
+        if dry_run:
+            self._window = DRY_RUN_WINDOW
+        else:
+            self._window = BATCH_WINDOW if self.options.batch else max(64, 4 * sum(s.concurrency for s in recipe.models.values()))
 
     def spec(self, model: str) -> ModelSpec:
         return self.recipe.models[model]
@@ -176,7 +194,7 @@ class Engine:
             hit = self.cache.get(cache_key(model=self._identities[model], messages=messages, sampling=sampling,
                                            output=with_logprobs, sample_index=sample_index))
         if hit is not None:
-            completion, latency = hit
+            completion, latency = _redacted(hit[0]), hit[1]
             response = self._response(model, completion, latency, cached=True)
             for u in (self.usage, self.by_model.setdefault(model, Usage())):
                 u.cached += 1
@@ -205,6 +223,7 @@ class Engine:
                     f"model '{model}' ({spec.provider}/{spec.model}) returned no token log probabilities, which "
                     "judge.panel.score_mode `expected` reads; use score_mode `text` for this model"
                 )
+            completion = _redacted(completion)
             self.cache.put(key, completion, latency)
         response = self._response(model, completion, latency, cached=False)
         if self.budget:

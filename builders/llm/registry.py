@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass
 
 from builders.errors import MissingKeyError
-from builders.recipe import ModelSpec, Recipe
 from builders.llm.types import Provider
+from builders.recipe import ModelSpec, Recipe
+from builders.redact import register_key_variable
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ PROVIDERS: dict[str, ProviderEntry] = {
     "local": ProviderEntry("builders.llm.local:LocalProvider", None),
     "fake": ProviderEntry("builders.llm.fake:FakeProvider", None),
 }
+for _entry in PROVIDERS.values():  # their values are never printed or stored (builders.redact)
+    register_key_variable(_entry.key_env)
 
 
 def used_models(recipe: Recipe) -> list[str]:
@@ -106,6 +109,7 @@ def create_provider(name: str, spec: ModelSpec) -> Provider:
     api_key = None
     variable = key_variable(spec)
     if variable:
+        register_key_variable(variable)
         api_key = os.environ.get(variable)
         if not api_key:
             raise MissingKeyError(variable, name)

@@ -21,6 +21,7 @@ from builders.llm.limiter import rate_limit
 from builders.llm.logprobs import read_logprobs
 from builders.llm.types import Completion, Message, OutputFormat
 from builders.recipe import ModelSpec
+from builders.redact import redact
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
 
@@ -140,7 +141,7 @@ def _response_format(output: OutputFormat | None) -> dict:
 
 
 def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return redact(str(e)).splitlines()[0][:200] if str(e) else type(e).__name__  # redacted before it is cut
 
 
 class OpenAIProvider(ChatSDKProvider):
