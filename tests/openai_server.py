@@ -584,13 +584,15 @@ def completion_body(request: dict, scripted: tuple[str, list | None] | None = No
     prompt_tokens = sum(max(1, len(str(m.get("content", "")).split())) for m in messages)
     completion_tokens = max(1, len(text.split()))
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    if logprobs and (tokens := _logprobs(request, text, scripted[1] if scripted else None)) is not None:
+        choice["logprobs"] = tokens
     return {
         "id": f"chatcmpl-{digest[:24]}",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": request.get("model", "unknown"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                     "logprobs": _logprobs(request, text, scripted[1] if scripted else None) if logprobs else None}],
+        "choices": [choice],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
