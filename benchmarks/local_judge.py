@@ -10,7 +10,8 @@ with `orders: rotations` (each pair judged in both orders):
 - `text-reasoning`: combined scoring out of 10, the paper's prompt (evaluation, then scores);
 - `scores-only`: the same, scores only (`reasoning: false`);
 - `scores-only-expected`: scores only, each score the mean of its token distribution;
-- `direct-expected`: direct comparison, the answer only, read as P(A), P(B), P(C).
+- `direct-expected`: direct comparison, the answer only, read as P(A), P(B), P(C);
+- `independent-expected`: each answer scored alone (no position to be biased by), the score only, expected.
 
 Each configuration is a benchmark recipe written under the work folder and built with the project's
 own stages; `report` runs `meta-eval` on each and prints kappa and accuracy with their bootstrap 95%
@@ -44,6 +45,7 @@ CONFIGS = {  # name -> judge.panel settings
     "scores-only-expected": "strategy: combined, reasoning: false, score_mode: expected",
     "scores-only": "strategy: combined, reasoning: false",  # the same answers as expected: read from its cache
     "direct-expected": "strategy: direct, reasoning: false, score_mode: expected",
+    "independent-expected": "strategy: independent, reasoning: false, score_mode: expected",
     "text-reasoning": "strategy: combined, reasoning: true",
 }
 RECIPE = """\
