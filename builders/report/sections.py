@@ -85,7 +85,7 @@ def est(value: object, low: object, high: object, digits: int = 3) -> str:
 
 def table_usage(c: Context) -> list[dict]:
     """Per stage and model, what the rows record: calls, tokens, cost, summed call latency."""
-    models = {name: family_check.model_id(spec) for name, spec in c.recipe.models.items()}
+    models = {name: f"{spec.provider}/{spec.model}" for name, spec in c.recipe.models.items()}  # as the tables name them
 
     def group(frame: pl.DataFrame, stage: str, by: pl.Expr, prefix: str = "", names: bool = False) -> list[dict]:
         if frame.height == 0:
