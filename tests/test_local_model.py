@@ -82,3 +82,18 @@ def test_expected_scores_from_the_local_model(project, tmp_path, model_path):
     assert response.cached and "".join(t.token for t in response.logprobs) == response.text
     for t in response.logprobs:
         assert t.top[0][1] >= t.top[-1][1] and sum(math.exp(lp) for _, lp in t.top) <= 1 + 1e-6
+
+
+def test_a_prompt_scores_the_same_whatever_was_asked_before(project, tmp_path, model_path):
+    path = tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 200")
+    path.write_text(path.read_text().replace(
+        "    models: [judge]\n", "    models: [judge]\n    score_mode: expected\n    reasoning: false\n"))
+    recipe = load_recipe(path)
+    spec = JudgeSpec.of(recipe.judge.panel)
+    first = messages(recipe, "Name a primary colour.", ["Red.", "Blue."])
+    other = messages(recipe, "Name a primary colour.", ["Blue.", "Red."])  # shares a long prefix with `first`
+    runs = []
+    for k, order in enumerate([[first], [other, first]]):
+        engine = Engine(recipe, cache=ResponseCache(tmp_path / f"run{k}"), progress=False)
+        runs.append([engine.run(ask(engine, spec, "judge", c, 2)) for c in order][-1])
+    assert runs[0].judgment.scores == runs[1].judgment.scores  # bit for bit, not only close

