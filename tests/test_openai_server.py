@@ -395,6 +395,8 @@ def test_runs_as_its_own_process_until_sigterm():
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base_url), base_url
         client = openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0)
         response = client.chat.completions.with_raw_response.create(model="gpt-test", messages=MESSAGES)
+        # the server counts an answer once it has sent it: the client may ask before the count moves
+        wait_until(lambda: get_json(f"{base_url}/_stats")["completed"] == 1, "the answer is counted")
         stats = get_json(f"{base_url}/_stats")
     finally:
         proc.send_signal(signal.SIGTERM)
