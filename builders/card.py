@@ -19,6 +19,7 @@ import yaml
 from builders import family_check
 from builders.export_checks import kto_balance
 from builders.gate import GATES_DIR, fingerprint, read_gate
+from builders.llm.budget import CHARS_PER_TOKEN, estimate_tokens
 from builders.llm.registry import used_models
 from builders.preferences import judge_description
 from builders.recipe import Recipe
@@ -105,6 +106,30 @@ def family_line(recipe: Recipe, candidates: pl.DataFrame) -> str:
     return line + "."
 
 
+def _tokens(prompt: str, answer: str) -> int:
+    """Estimated tokens of a prompt and its answer as one conversation (`estimate_tokens`)."""
+    return estimate_tokens([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+
+
+def length_line(recipe: Recipe, dpo: pl.DataFrame, kto: pl.DataFrame) -> str:
+    """How many pairs and examples are longer than `export.max_length` tokens, estimated."""
+    limit = recipe.export.max_length
+    pairs = sum(max(_tokens(p, c), _tokens(p, r)) > limit for p, c, r in dpo.select("prompt", "chosen", "rejected").iter_rows())
+    examples = sum(_tokens(p, c) > limit for p, c in kto.select("prompt", "completion").iter_rows())
+    return (f"- Length: {pairs} of {dpo.height} pairs and {examples} of {kto.height} KTO examples are longer than "
+            f"`export.max_length` = {limit} tokens (prompt and answer together; for a pair, the longer answer). "
+            f"Tokens are an estimate, not a tokenizer's count: {CHARS_PER_TOKEN} characters a token plus a few per "
+            f"message (Fellowship bundles no tokenizer of the model you will train). Set TRL's `max_length` to "
+            f"your value: TRL truncates longer examples and drops those whose answer does not survive it.")
+
+
+FORMATS = {
+    "conversational": "TRL's conversational format: `prompt` is a list of `{role, content}` messages ending with the "
+                      "user's turn, and each answer is a list holding the assistant's turn",
+    "standard": "TRL's standard format: `prompt` and each answer are plain text",
+}
+
+
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -167,7 +192,7 @@ def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
 
 Two configurations of one dataset: `dpo` (pairs: `prompt`, `chosen`, `rejected`) and `kto` (single
 answers: `prompt`, `completion`, `label`), in the column formats TRL's `DPOTrainer` and `KTOTrainer`
-read. Built with Fellowship from the recipe below, following "The Fellowship of the LLMs" (Arif et
+read, in {FORMATS[recipe.export.format]} (`export.format: {recipe.export.format}`). Built with Fellowship from the recipe below, following "The Fellowship of the LLMs" (Arif et
 al., 2024): an LLM workflow writes several answers per prompt, LLM judges score them, the best is
 chosen and the others rejected.
 
@@ -184,7 +209,9 @@ chosen and the others rejected.
 ## What is in it
 
 - `dpo`: {dpo.height} pairs ({recipe.export.pairing.replace('_', ' ')}, minimum margin {recipe.export.min_margin}); score margin {_stats(dpo["margin"])}.
-- `kto`: {kto.height} examples, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable{f"; with KTOTrainer, `undesirable_weight={balance['undesirable_weight']}` balances them" if balance["undesirable_weight"] else ""}.
+- `kto`: {kto.height} examples, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable{f"; with KTOTrainer, `undesirable_weight={balance['undesirable_weight']}` balances them" if balance["undesirable_weight"] else ""}. Rows are in the order KTOTrainer reads them, one after another (`position`): desirable and undesirable rows, and different prompts, alternate (seed {recipe.export.seed}), since KTO's KL term comes from the other rows of a batch.
+- `dpo` `margin` (chosen score minus rejected score) is the per-row margin TRL's `RewardTrainer` reads.
+{length_line(recipe, dpo, kto)}
 - Verdicts: {status}; {int(verdicts["is_tie"].sum())} of {verdicts.height} items had a tie for the best answer (a tied answer is never rejected).
 - Candidates: {no_answer}.
 

@@ -2,9 +2,10 @@
 
 `prepare` writes the folder that would be uploaded (`README.md` card, `dpo/train-*.parquet`,
 `kto/train-*.parquet`), after checking that the outputs are current (`dvc status` clean for the
-recipe's export stages and everything upstream), that the judge passes its gate, and that the exports
-keep TRL's column contracts. `upload` sends it with `huggingface_hub`. The token comes from
-`HF_TOKEN` or the standard Hub login, and is never written or printed.
+recipe's export stages and everything upstream), that the judge passes its gate, and that the exports,
+in the recipe's TRL format (`export.format`, see builders/trl_format.py), keep TRL's column contracts.
+`upload` sends it with `huggingface_hub`. The token comes from `HF_TOKEN` or the standard Hub login,
+and is never written or printed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.gate import gate_problem
 from builders.recipe import Recipe
 from builders.tables import DPO, KTO, read_table, replace_atomically
+from builders.trl_format import trl_frame
 
 EXPORTS = {"dpo": (DPO, dpo_problems), "kto": (KTO, kto_problems)}
+
+
+def published(recipe: Recipe, data_dir: Path) -> dict:
+    """Config name -> the frame published for it: the stored table in the recipe's TRL format."""
+    return {name: trl_frame(name, read_table(table, data_dir), recipe.export.format)
+            for name, (table, _) in EXPORTS.items()}
 
 
 def stale_stages(recipe: Recipe, repo_root: Path) -> list[str]:
@@ -47,8 +55,8 @@ def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
     stale = stale_stages(recipe, repo_root)
     if stale:
         raise BuildError(f"{where}: outputs are stale against the recipe or code ({', '.join(stale)}); run `dvc repro` first")
-    for name, (table, problems_of) in EXPORTS.items():
-        df = read_table(table, data_dir)
+    for name, df in published(recipe, data_dir).items():
+        problems_of = EXPORTS[name][1]
         if df.height == 0:
             raise BuildError(f"{where}: the {name} table is empty; nothing to publish")
         problems = problems_of(df)
@@ -59,7 +67,7 @@ def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
 def prepare(recipe: Recipe, data_dir: Path, repo_id: str, out: Path) -> Path:
     """Write the folder to upload at `out` (replaced whole), from tables already checked."""
     readme = card(recipe, data_dir, repo_id)
-    tables = {name: read_table(table, data_dir) for name, (table, _) in EXPORTS.items()}
+    tables = published(recipe, data_dir)
 
     def write(tmp: Path) -> None:
         for name, df in tables.items():

@@ -42,6 +42,7 @@ class Table:
     grain: str
     primary_key: tuple[str, ...]
     columns: tuple[Column, ...]
+    order_by: tuple[str, ...] = ()  # how `write_table` sorts the rows (the primary key unless given)
 
     @property
     def schema(self) -> pl.Schema:
@@ -216,7 +217,7 @@ DPO = Table(
         Column("rejected_id", pl.String, "candidate id of `rejected`"),
         Column("chosen_score", pl.Float64, "aggregate judge score of `chosen`"),
         Column("rejected_score", pl.Float64, "aggregate judge score of `rejected`"),
-        Column("margin", pl.Float64, "chosen_score - rejected_score"),
+        Column("margin", pl.Float64, "chosen_score - rejected_score (TRL's RewardTrainer reads `margin` per row)"),
         *_side("chosen"),
         *_side("rejected"),
         *_lineage(),
@@ -225,9 +226,12 @@ DPO = Table(
 
 KTO = Table(
     "kto",
-    "one row per labelled completion (TRL's unpaired preference format)",
+    "one row per labelled completion (TRL's unpaired preference format), in the order TRL reads them",
     ("example_id",),
     (
+        Column("position", pl.Int64, "0-based place of the row: desirable and undesirable rows, and different "
+               "prompts, alternate (seeded by export.seed); TRL's KTOTrainer reads rows in order and takes its KL "
+               "term from the other rows of a batch"),
         Column("example_id", pl.String, "hash of the candidate id"),
         Column("item_id", pl.String, "the prompt's item"),
         Column("prompt", pl.String, "the prompt"),
@@ -240,6 +244,7 @@ KTO = Table(
         Column("iteration", pl.Int64, "iteration of the workflow that wrote `completion`"),
         *_lineage(),
     ),
+    order_by=("position",),
 )
 
 def _estimate(name: str, doc: str) -> tuple[Column, ...]:
@@ -455,9 +460,10 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
-    """Check `df` and write it to `data_dir/<table>.parquet`, atomically, sorted by primary key."""
+    """Check `df` and write it to `data_dir/<table>.parquet`, atomically, sorted by `order_by` (the
+    primary key unless the table names another order)."""
     check(table, df)
-    return replace_atomically(table.path(data_dir), df.sort(table.primary_key).write_parquet)
+    return replace_atomically(table.path(data_dir), df.sort(table.order_by or table.primary_key).write_parquet)
 
 
 class TableWriter:
