@@ -24,7 +24,7 @@ from builders.llm.registry import used_models
 from builders.preferences import judge_description
 from builders.recipe import Recipe
 from builders.redact import redact
-from builders.tables import CANDIDATES, DEBATES, DPO, KTO, SCORES, VERDICTS, read_table
+from builders.tables import CANDIDATES, DEBATES, DPO, DPO_FEEDBACK, KTO, KTO_FEEDBACK, SCORES, VERDICTS, read_table
 from metrics import families
 
 SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
@@ -34,7 +34,7 @@ def size_category(n: int) -> str:
     return next((label for limit, label in SIZES if n < limit), "1M<n<10M")
 
 
-def metadata(recipe: Recipe, n_rows: int) -> dict:
+def metadata(recipe: Recipe, n_rows: int, configs: tuple[str, ...] | list[str] = ("dpo", "kto")) -> dict:
     """The card's YAML header, in the Hub's dataset-card schema."""
     return {
         "license": recipe.export.license,
@@ -44,7 +44,7 @@ def metadata(recipe: Recipe, n_rows: int) -> dict:
         "pretty_name": recipe.name,
         "configs": [
             {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*.parquet"}]}
-            for name in ("dpo", "kto")
+            for name in configs
         ],
     }
 
@@ -143,11 +143,38 @@ def _stats(values: pl.Series) -> str:
             f"max {values.max():.2f}")
 
 
-def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
+def feedback_section(recipe: Recipe, pairs: pl.DataFrame, reviews: pl.DataFrame, repo_id: str) -> str:
+    """What the card says of the workflow-improvement configs (the paper's second kind of dataset)."""
+    balance = kto_balance(reviews)
+    return f"""
+## Feedback datasets (improving the workflow)
+
+The paper's second kind of PO dataset, "to improve ... multi-model capabilities including better
+communication and improved feedback": preferences over the reviewer's feedback. Each `prompt` is the
+reviewer's own (the paper's Table 12: its system prompt and the user message with the question and
+the answer it reviewed); each answer is a review the reviewer wrote. A review is judged by the
+revision it led to: for each prompt, the review whose revision the judge ranked first is `chosen`,
+each review whose revision scored lower (by at least {recipe.export.min_margin}) is `rejected`.
+The reviews of one prompt were written on different answers of the loop, so a pair's `prompt` is the
+chosen review's and `rejected_prompt` keeps the one the rejected review answered.
+
+- `dpo_feedback`: {pairs.height} pairs; margin {_stats(pairs["margin"])}.
+- `kto_feedback`: {reviews.height} reviews, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable, interleaved like `kto`.
+
+```python
+dpo_feedback = load_dataset("{repo_id}", "dpo_feedback", split="train")
+kto_feedback = load_dataset("{repo_id}", "kto_feedback", split="train")
+```
+"""
+
+
+def card(recipe: Recipe, data_dir: Path, repo_id: str, configs: list[str] | None = None) -> str:
     dpo, kto = read_table(DPO, data_dir), read_table(KTO, data_dir)
+    pairs, reviews = read_table(DPO_FEEDBACK, data_dir), read_table(KTO_FEEDBACK, data_dir)
+    configs = configs or ["dpo", "kto"] + [n for n, df in (("dpo_feedback", pairs), ("kto_feedback", reviews)) if df.height]
     verdicts = read_table(VERDICTS, data_dir)
     g, j, s = recipe.generation, recipe.judge, recipe.source
-    header = yaml.safe_dump(metadata(recipe, max(dpo.height, kto.height)), sort_keys=False, allow_unicode=True)
+    header = yaml.safe_dump(metadata(recipe, max(dpo.height, kto.height), configs), sort_keys=False, allow_unicode=True)
     specs = recipe.models
     models = _table(("name", "provider/model", "role", "temperature", "max tokens"), [
         (name, f"{specs[name].provider}/{specs[name].model}", ", ".join(r), specs[name].temperature, specs[name].max_tokens)
@@ -240,6 +267,7 @@ KTOTrainer(model=model, args=KTOConfig(output_dir="kto"{f", undesirable_weight={
            train_dataset=kto, processing_class=tokenizer).train()
 ```
 
+{feedback_section(recipe, pairs, reviews, repo_id) if "dpo_feedback" in configs else ""}
 ## Recipe
 
 ```yaml

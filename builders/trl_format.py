@@ -26,9 +26,23 @@ def _turn(role: str, column: str) -> pl.Expr:
     return pl.concat_list(pl.struct(pl.lit(role).alias("role"), pl.col(column).alias("content"))).alias(column)
 
 
+def _prompt(df: pl.DataFrame) -> pl.Expr:
+    """The prompt as messages: the `system` column's message first when the table has one (the
+    feedback tables: the reviewer's system prompt)."""
+    user = pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content"))
+    if "system" not in df.columns:
+        return pl.concat_list(user).alias("prompt")
+    system = pl.struct(pl.lit("system").alias("role"), pl.col("system").alias("content"))
+    return pl.concat_list(system, user).alias("prompt")
+
+
 def trl_frame(name: str, df: pl.DataFrame, fmt: str) -> pl.DataFrame:
-    """The published form of export table `name` in TRL's format `fmt` (same columns, same order)."""
+    """The published form of export table `name` in TRL's format `fmt` (same columns, same order).
+    A table with a `system` column puts it in the prompt: as its first message (conversational) or
+    ahead of the text, separated by a blank line (standard, which has no system role)."""
     if fmt == "standard":
+        if "system" in df.columns:
+            return df.with_columns(pl.concat_str(pl.col("system"), pl.lit("\n\n"), pl.col("prompt")).alias("prompt"))
         return df
-    return df.with_columns(_turn("user", "prompt"), *(_turn("assistant", c) for c in ANSWERS[name])).cast(
+    return df.with_columns(_prompt(df), *(_turn("assistant", c) for c in ANSWERS[name])).cast(
         {c: MESSAGES for c in ("prompt", *ANSWERS[name])})

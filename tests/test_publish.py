@@ -62,7 +62,7 @@ def test_the_folder_to_upload_loads_back_into_identical_rows(built):
     kto = read_table(TABLES["kto"], project / "data" / "tiny")
     assert f"kto: {int(kto['label'].sum())} desirable, {int((~kto['label']).sum())} undesirable" in result.stdout
     folder = project / "data" / "tiny" / "hub"
-    for name, key in (("dpo", "pair_id"), ("kto", "example_id")):
+    for name, key in (("dpo", "pair_id"), ("kto", "example_id"), ("dpo_feedback", "pair_id"), ("kto_feedback", "example_id")):
         loaded = datasets.load_dataset(str(folder), name, split="train").to_polars()
         table = read_table(TABLES[name], project / "data" / "tiny")
         assert loaded.height == table.height > 0
@@ -119,7 +119,7 @@ def test_the_card_has_hub_metadata_and_tells_how_the_data_was_made(built):
     text = (project / "data" / "tiny" / "hub" / "README.md").read_text()
     _, header, body = text.split("---\n", 2)
     meta = yaml.safe_load(header)
-    assert [c["config_name"] for c in meta["configs"]] == ["dpo", "kto"]
+    assert [c["config_name"] for c in meta["configs"]] == ["dpo", "kto", "dpo_feedback", "kto_feedback"]
     assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "dpo/train-*.parquet"}]
     assert meta["license"] == "other" and meta["size_categories"] == ["n<1K"]
     assert "text-generation" in meta["task_categories"] and "dpo" in meta["tags"]
@@ -159,7 +159,7 @@ def test_publish_uploads_both_configs_to_a_hub_stand_in(built, hub, tmp_path):
     assert hub.repos["someone/tiny-prefs"]["private"] is True
     (commit,) = hub.commits
     assert commit["revision"] == "v1" and commit["summary"] == "First cut"
-    assert set(commit["files"]) == {"README.md", "dpo/train-00000-of-00001.parquet", "kto/train-00000-of-00001.parquet"}
+    assert set(commit["files"]) == {"README.md", *(f"{n}/train-00000-of-00001.parquet" for n in publish.EXPORTS)}
     assert set(hub.authorizations) == {f"Bearer {TOKEN}"}  # the token travels in the header only
     clone = hub.checkout("someone/tiny-prefs", "v1", tmp_path / "clone")
     for name, key in (("dpo", "pair_id"), ("kto", "example_id")):
@@ -182,7 +182,7 @@ def test_stale_outputs_are_refused(built):
     recipe.write_text(recipe.read_text().replace("min_margin: 0", "min_margin: 2"))
     result = _publish(project, env, "--dry-run", check=False)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert "outputs are stale against the recipe or code (dpo@tiny, kto@tiny); run `dvc repro` first" in result.stderr
+    assert "outputs are stale against the recipe or code (dpo@tiny, dpo_feedback@tiny, kto@tiny, kto_feedback@tiny); run `dvc repro` first" in result.stderr
     assert not (project / "data" / "tiny" / "hub").exists()
 
 
