@@ -1,4 +1,5 @@
-"""The dataset card published with a recipe's `dpo` and `kto` configs: Hub metadata (configs and data
+"""The dataset card published with a recipe's `dpo` and `kto` configs (and `dpo_feedback`,
+`kto_feedback` when it has them): Hub metadata (configs and data
 files, licence, task categories, size category, tags) and a body that tells how the data was made
 (source, models and roles, workflow, judge and its measured agreement with humans), what is in it
 (counts, score margins, ties, KTO balance), what it cost, and how to load and train on it.

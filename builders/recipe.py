@@ -267,7 +267,7 @@ class Export(Strict):
         "as lists of {role, content} messages, TRL's recommendation) or `standard` (plain text)")
     max_length: int = Field(1024, ge=1, le=1_000_000, description="token length (TRL's `max_length`, default 1024) the "
                             "card counts the longer pairs and examples against, since TRL truncates them")
-    seed: int = Field(0, description="seed of the KTO order (desirable and undesirable rows, and prompts, alternate)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the KTO order (desirable and undesirable rows, and prompts, alternate)")
 
 
 class Compare(Strict):
