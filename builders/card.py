@@ -157,7 +157,8 @@ the answer it reviewed); each answer is a review the reviewer wrote. A review is
 revision it led to: for each prompt, the review whose revision the judge ranked first is `chosen`,
 each review whose revision scored lower (by at least {recipe.export.min_margin}) is `rejected`.
 The reviews of one prompt were written on different answers of the loop, so a pair's `prompt` is the
-chosen review's and `rejected_prompt` keeps the one the rejected review answered.
+chosen review's and `rejected_prompt` keeps the one the rejected review answered. Both configs are in
+the same format as `dpo` and `kto`, with the reviewer's system prompt in the prompt.
 
 - `dpo_feedback`: {pairs.height} pairs; margin {_stats(pairs["margin"])}.
 - `kto_feedback`: {reviews.height} reviews, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable, interleaved like `kto`.
@@ -218,9 +219,10 @@ def card(recipe: Recipe, data_dir: Path, repo_id: str, configs: list[str] | None
 
 {recipe.description or "A preference-optimization dataset built with Fellowship."}
 
-Two configurations of one dataset: `dpo` (pairs: `prompt`, `chosen`, `rejected`) and `kto` (single
+Two main configurations of one dataset, `dpo` (pairs: `prompt`, `chosen`, `rejected`) and `kto` (single
 answers: `prompt`, `completion`, `label`), in the column formats TRL's `DPOTrainer` and `KTOTrainer`
-read, in {FORMATS[recipe.export.format]} (`export.format: {recipe.export.format}`). Built with Fellowship from the recipe below, following "The Fellowship of the LLMs" (Arif et
+read, in {FORMATS[recipe.export.format]} (`export.format: {recipe.export.format}`).
+Built with Fellowship from the recipe below, following "The Fellowship of the LLMs" (Arif et
 al., 2024): an LLM workflow writes several answers per prompt, LLM judges score them, the best is
 chosen and the others rejected.
 
