@@ -1,4 +1,5 @@
-"""The dataset card published with a recipe's `dpo` and `kto` configs: Hub metadata (configs and data
+"""The dataset card published with a recipe's `dpo` and `kto` configs (and `dpo_feedback`,
+`kto_feedback` when it has them): Hub metadata (configs and data
 files, licence, task categories, size category, tags) and a body that tells how the data was made
 (source, models and roles, workflow, judge and its measured agreement with humans), what is in it
 (counts, score margins, ties, KTO balance), what it cost, and how to load and train on it.
@@ -19,11 +20,12 @@ import yaml
 from builders import family_check
 from builders.export_checks import kto_balance
 from builders.gate import GATES_DIR, fingerprint, read_gate
+from builders.llm.budget import CHARS_PER_TOKEN, estimate_tokens
 from builders.llm.registry import used_models
 from builders.preferences import judge_description
 from builders.recipe import Recipe
 from builders.redact import redact
-from builders.tables import CANDIDATES, DEBATES, DPO, KTO, SCORES, VERDICTS, read_table
+from builders.tables import CANDIDATES, DEBATES, DPO, DPO_FEEDBACK, KTO, KTO_FEEDBACK, SCORES, VERDICTS, read_table
 from metrics import families
 
 SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
@@ -33,7 +35,7 @@ def size_category(n: int) -> str:
     return next((label for limit, label in SIZES if n < limit), "1M<n<10M")
 
 
-def metadata(recipe: Recipe, n_rows: int) -> dict:
+def metadata(recipe: Recipe, n_rows: int, configs: tuple[str, ...] | list[str] = ("dpo", "kto")) -> dict:
     """The card's YAML header, in the Hub's dataset-card schema."""
     return {
         "license": recipe.export.license,
@@ -43,7 +45,7 @@ def metadata(recipe: Recipe, n_rows: int) -> dict:
         "pretty_name": recipe.name,
         "configs": [
             {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*.parquet"}]}
-            for name in ("dpo", "kto")
+            for name in configs
         ],
     }
 
@@ -105,6 +107,30 @@ def family_line(recipe: Recipe, candidates: pl.DataFrame) -> str:
     return line + "."
 
 
+def _tokens(prompt: str, answer: str) -> int:
+    """Estimated tokens of a prompt and its answer as one conversation (`estimate_tokens`)."""
+    return estimate_tokens([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+
+
+def length_line(recipe: Recipe, dpo: pl.DataFrame, kto: pl.DataFrame) -> str:
+    """How many pairs and examples are longer than `export.max_length` tokens, estimated."""
+    limit = recipe.export.max_length
+    pairs = sum(max(_tokens(p, c), _tokens(p, r)) > limit for p, c, r in dpo.select("prompt", "chosen", "rejected").iter_rows())
+    examples = sum(_tokens(p, c) > limit for p, c in kto.select("prompt", "completion").iter_rows())
+    return (f"- Length: {pairs} of {dpo.height} pairs and {examples} of {kto.height} KTO examples are longer than "
+            f"`export.max_length` = {limit} tokens (prompt and answer together; for a pair, the longer answer). "
+            f"Tokens are an estimate, not a tokenizer's count: {CHARS_PER_TOKEN} characters a token plus a few per "
+            f"message (Fellowship bundles no tokenizer of the model you will train). Set TRL's `max_length` to "
+            f"your value: TRL truncates longer examples and drops those whose answer does not survive it.")
+
+
+FORMATS = {
+    "conversational": "TRL's conversational format: `prompt` is a list of `{role, content}` messages ending with the "
+                      "user's turn, and each answer is a list holding the assistant's turn",
+    "standard": "TRL's standard format: `prompt` and each answer are plain text",
+}
+
+
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -118,11 +144,39 @@ def _stats(values: pl.Series) -> str:
             f"max {values.max():.2f}")
 
 
-def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
+def feedback_section(recipe: Recipe, pairs: pl.DataFrame, reviews: pl.DataFrame, repo_id: str) -> str:
+    """What the card says of the workflow-improvement configs (the paper's second kind of dataset)."""
+    balance = kto_balance(reviews)
+    return f"""
+## Feedback datasets (improving the workflow)
+
+The paper's second kind of PO dataset, "to improve ... multi-model capabilities including better
+communication and improved feedback": preferences over the reviewer's feedback. Each `prompt` is the
+reviewer's own (the paper's Table 12: its system prompt and the user message with the question and
+the answer it reviewed); each answer is a review the reviewer wrote. A review is judged by the
+revision it led to: for each prompt, the review whose revision the judge ranked first is `chosen`,
+each review whose revision scored lower (by at least {recipe.export.min_margin}) is `rejected`.
+The reviews of one prompt were written on different answers of the loop, so a pair's `prompt` is the
+chosen review's and `rejected_prompt` keeps the one the rejected review answered. Both configs are in
+the same format as `dpo` and `kto`, with the reviewer's system prompt in the prompt.
+
+- `dpo_feedback`: {pairs.height} pairs; margin {_stats(pairs["margin"])}.
+- `kto_feedback`: {reviews.height} reviews, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable, interleaved like `kto`.
+
+```python
+dpo_feedback = load_dataset("{repo_id}", "dpo_feedback", split="train")
+kto_feedback = load_dataset("{repo_id}", "kto_feedback", split="train")
+```
+"""
+
+
+def card(recipe: Recipe, data_dir: Path, repo_id: str, configs: list[str] | None = None) -> str:
     dpo, kto = read_table(DPO, data_dir), read_table(KTO, data_dir)
+    pairs, reviews = read_table(DPO_FEEDBACK, data_dir), read_table(KTO_FEEDBACK, data_dir)
+    configs = configs or ["dpo", "kto"] + [n for n, df in (("dpo_feedback", pairs), ("kto_feedback", reviews)) if df.height]
     verdicts = read_table(VERDICTS, data_dir)
     g, j, s = recipe.generation, recipe.judge, recipe.source
-    header = yaml.safe_dump(metadata(recipe, max(dpo.height, kto.height)), sort_keys=False, allow_unicode=True)
+    header = yaml.safe_dump(metadata(recipe, max(dpo.height, kto.height), configs), sort_keys=False, allow_unicode=True)
     specs = recipe.models
     models = _table(("name", "provider/model", "role", "temperature", "max tokens"), [
         (name, f"{specs[name].provider}/{specs[name].model}", ", ".join(r), specs[name].temperature, specs[name].max_tokens)
@@ -165,9 +219,10 @@ def card(recipe: Recipe, data_dir: Path, repo_id: str) -> str:
 
 {recipe.description or "A preference-optimization dataset built with Fellowship."}
 
-Two configurations of one dataset: `dpo` (pairs: `prompt`, `chosen`, `rejected`) and `kto` (single
+Two main configurations of one dataset, `dpo` (pairs: `prompt`, `chosen`, `rejected`) and `kto` (single
 answers: `prompt`, `completion`, `label`), in the column formats TRL's `DPOTrainer` and `KTOTrainer`
-read. Built with Fellowship from the recipe below, following "The Fellowship of the LLMs" (Arif et
+read, in {FORMATS[recipe.export.format]} (`export.format: {recipe.export.format}`).
+Built with Fellowship from the recipe below, following "The Fellowship of the LLMs" (Arif et
 al., 2024): an LLM workflow writes several answers per prompt, LLM judges score them, the best is
 chosen and the others rejected.
 
@@ -184,7 +239,9 @@ chosen and the others rejected.
 ## What is in it
 
 - `dpo`: {dpo.height} pairs ({recipe.export.pairing.replace('_', ' ')}, minimum margin {recipe.export.min_margin}); score margin {_stats(dpo["margin"])}.
-- `kto`: {kto.height} examples, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable{f"; with KTOTrainer, `undesirable_weight={balance['undesirable_weight']}` balances them" if balance["undesirable_weight"] else ""}.
+- `kto`: {kto.height} examples, {balance["desirable"]} desirable and {balance["undesirable"]} undesirable{f"; with KTOTrainer, `undesirable_weight={balance['undesirable_weight']}` balances them" if balance["undesirable_weight"] else ""}. Rows are in the order KTOTrainer reads them, one after another (`position`): desirable and undesirable rows, and different prompts, alternate (seed {recipe.export.seed}), since KTO's KL term comes from the other rows of a batch.
+- `dpo` `margin` (chosen score minus rejected score) is the per-row margin TRL's `RewardTrainer` reads.
+{length_line(recipe, dpo, kto)}
 - Verdicts: {status}; {int(verdicts["is_tie"].sum())} of {verdicts.height} items had a tie for the best answer (a tied answer is never rejected).
 - Candidates: {no_answer}.
 
@@ -213,6 +270,7 @@ KTOTrainer(model=model, args=KTOConfig(output_dir="kto"{f", undesirable_weight={
            train_dataset=kto, processing_class=tokenizer).train()
 ```
 
+{feedback_section(recipe, pairs, reviews, repo_id) if "dpo_feedback" in configs else ""}
 ## Recipe
 
 ```yaml

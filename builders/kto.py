@@ -1,11 +1,12 @@
-"""Builder: verdicts -> `kto` examples (pure). The chosen answer is desirable, each rejected one not."""
+"""Builder: verdicts -> `kto` examples (pure). The chosen answer is desirable, each rejected one not;
+the rows are interleaved as TRL's KTOTrainer wants them (`builders.preferences.interleave`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from builders.gate import check_gate
-from builders.preferences import lineage, preferences, side
+from builders.preferences import interleave, lineage, preferences, side
 from builders.recipe import Recipe
 from builders.tables import KTO, content_id, frame, write_table
 
@@ -30,4 +31,4 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
                 **side(c),
                 **about,
             })
-    write_table(KTO, frame(KTO, rows), data_dir)
+    write_table(KTO, frame(KTO, interleave(rows, recipe.export.seed)), data_dir)

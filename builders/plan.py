@@ -21,7 +21,7 @@ from pathlib import Path
 from builders.llm.engine import Engine, Usage
 from builders.recipe import LLM_STAGES, Recipe
 
-NOT_PLANNED = ("dpo", "kto", "win_rates")  # no calls, and exports wait for the judge gate
+NOT_PLANNED = ("dpo", "kto", "dpo_feedback", "kto_feedback", "win_rates")  # no calls, and exports wait for the judge gate
 
 
 @dataclass(frozen=True)

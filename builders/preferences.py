@@ -73,3 +73,27 @@ def side(candidate: dict, prefix: str = "") -> dict:
         f"{prefix}reviewers": list(candidate["reviewers"]),
         f"{prefix}iteration": candidate["iteration"],
     }
+
+
+def interleave(rows: list[dict], seed: int, group: str = "item_id") -> list[dict]:
+    """KTO rows in the order TRL reads them, each with its `position`: desirable and undesirable
+    rows alternate while both last, and a row's `group` (its prompt) differs from the row before
+    whenever another row is left that allows it. The order within each label is a shuffle under
+    `seed` of the rows sorted by `example_id`, so it is the same on every build."""
+    import random
+
+    rng = random.Random(seed)
+    pools = {}
+    for label in (True, False):
+        pool = sorted((r for r in rows if r["label"] is label), key=lambda r: r["example_id"])
+        rng.shuffle(pool)
+        pools[label] = pool
+    out: list[dict] = []
+    want = True
+    while pools[True] or pools[False]:
+        pool = pools[want] or pools[not want]
+        previous = out[-1][group] if out else None
+        i = next((i for i, r in enumerate(pool) if r[group] != previous), 0)
+        out.append({**pool.pop(i), "position": len(out)})
+        want = not out[-1]["label"]
+    return out

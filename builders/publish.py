@@ -1,10 +1,12 @@
-"""Publishing a recipe's `dpo` and `kto` tables as two configs of one Hugging Face Hub dataset.
+"""Publishing a recipe's `dpo` and `kto` tables (and its feedback datasets, `dpo_feedback` and
+`kto_feedback`, when it has them) as configs of one Hugging Face Hub dataset.
 
 `prepare` writes the folder that would be uploaded (`README.md` card, `dpo/train-*.parquet`,
-`kto/train-*.parquet`), after checking that the outputs are current (`dvc status` clean for the
-recipe's export stages and everything upstream), that the judge passes its gate, and that the exports
-keep TRL's column contracts. `upload` sends it with `huggingface_hub`. The token comes from
-`HF_TOKEN` or the standard Hub login, and is never written or printed.
+`kto/train-*.parquet`, and `dpo_feedback/`, `kto_feedback/` when a feedback loop gave them rows), after checking that the outputs are current (`dvc status` clean for the
+recipe's export stages and everything upstream), that the judge passes its gate, and that the exports,
+in the recipe's TRL format (`export.format`, see builders/trl_format.py), keep TRL's column contracts.
+`upload` sends it with `huggingface_hub`. The token comes from `HF_TOKEN` or the standard Hub login,
+and is never written or printed.
 """
 
 from __future__ import annotations
@@ -16,9 +18,24 @@ from builders.errors import BuildError, first_line
 from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.gate import gate_problem
 from builders.recipe import Recipe
-from builders.tables import DPO, KTO, read_table, replace_atomically
+from builders.tables import DPO, DPO_FEEDBACK, KTO, KTO_FEEDBACK, read_table, replace_atomically
+from builders.trl_format import trl_frame
 
-EXPORTS = {"dpo": (DPO, dpo_problems), "kto": (KTO, kto_problems)}
+EXPORTS = {
+    "dpo": (DPO, dpo_problems),
+    "kto": (KTO, kto_problems),
+    "dpo_feedback": (DPO_FEEDBACK, lambda df: dpo_problems(df, "dpo_feedback")),
+    "kto_feedback": (KTO_FEEDBACK, lambda df: kto_problems(df, "kto_feedback")),
+}
+OPTIONAL = ("dpo_feedback", "kto_feedback")  # published when they have rows (a feedback loop with one reviewer)
+
+
+def published(recipe: Recipe, data_dir: Path) -> dict:
+    """Config name -> the frame published for it: the stored table in the recipe's TRL format; the
+    feedback tables only when they have rows."""
+    tables = {name: read_table(table, data_dir) for name, (table, _) in EXPORTS.items()}
+    return {name: trl_frame(name, df, recipe.export.format) for name, df in tables.items()
+            if df.height or name not in OPTIONAL}
 
 
 def stale_stages(recipe: Recipe, repo_root: Path) -> list[str]:
@@ -47,8 +64,8 @@ def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
     stale = stale_stages(recipe, repo_root)
     if stale:
         raise BuildError(f"{where}: outputs are stale against the recipe or code ({', '.join(stale)}); run `dvc repro` first")
-    for name, (table, problems_of) in EXPORTS.items():
-        df = read_table(table, data_dir)
+    for name, df in published(recipe, data_dir).items():
+        problems_of = EXPORTS[name][1]
         if df.height == 0:
             raise BuildError(f"{where}: the {name} table is empty; nothing to publish")
         problems = problems_of(df)
@@ -58,8 +75,8 @@ def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
 
 def prepare(recipe: Recipe, data_dir: Path, repo_id: str, out: Path) -> Path:
     """Write the folder to upload at `out` (replaced whole), from tables already checked."""
-    readme = card(recipe, data_dir, repo_id)
-    tables = {name: read_table(table, data_dir) for name, (table, _) in EXPORTS.items()}
+    tables = published(recipe, data_dir)
+    readme = card(recipe, data_dir, repo_id, configs=list(tables))
 
     def write(tmp: Path) -> None:
         for name, df in tables.items():
@@ -75,7 +92,12 @@ def summary(data_dir: Path) -> str:
     dpo, kto = read_table(DPO, data_dir), read_table(KTO, data_dir)
     b = kto_balance(kto)
     weight = f"; KTOTrainer undesirable_weight={b['undesirable_weight']} balances them" if b["undesirable_weight"] else ""
-    return f"dpo: {dpo.height} pairs; kto: {b['desirable']} desirable, {b['undesirable']} undesirable{weight}"
+    line = f"dpo: {dpo.height} pairs; kto: {b['desirable']} desirable, {b['undesirable']} undesirable{weight}"
+    pairs, reviews = read_table(DPO_FEEDBACK, data_dir), read_table(KTO_FEEDBACK, data_dir)
+    if pairs.height or reviews.height:
+        fb = kto_balance(reviews)
+        line += f"; dpo_feedback: {pairs.height} pairs; kto_feedback: {fb['desirable']} desirable, {fb['undesirable']} undesirable"
+    return line
 
 
 def hub_token() -> str:

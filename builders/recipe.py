@@ -262,6 +262,12 @@ class Export(Strict):
     hub_repo: str | None = Field(None, description="Hub dataset id `fellowship publish` pushes to (or --repo)")
     license: str = Field("other", description="licence id for the dataset card (the answers are model outputs under their providers' terms)")
     tags: list[str] = Field([], description="extra Hub tags for the dataset card")
+    format: Literal["conversational", "standard"] = Field(
+        "conversational", description="TRL's dataset format of what is published: `conversational` (prompt and answers "
+        "as lists of {role, content} messages, TRL's recommendation) or `standard` (plain text)")
+    max_length: int = Field(1024, ge=1, le=1_000_000, description="token length (TRL's `max_length`, default 1024) the "
+                            "card counts the longer pairs and examples against, since TRL truncates them")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the KTO order (desirable and undesirable rows, and prompts, alternate)")
 
 
 class Compare(Strict):

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from builders import build_log, candidates, debates, dpo, items, kto, labels, matches, picks, scores, verdicts, win_rates
+from builders import (build_log, candidates, debates, dpo, dpo_feedback, items, kto, kto_feedback, labels, matches, picks,
+                      scores, verdicts, win_rates)
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.memory import use_system_arrow_pool
@@ -27,6 +28,8 @@ STAGES: dict[str, ModuleType] = {
     "verdicts": verdicts,
     "dpo": dpo,
     "kto": kto,
+    "dpo_feedback": dpo_feedback,
+    "kto_feedback": kto_feedback,
     "picks": picks,
     "matches": matches,
     "win_rates": win_rates,

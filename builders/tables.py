@@ -42,6 +42,7 @@ class Table:
     grain: str
     primary_key: tuple[str, ...]
     columns: tuple[Column, ...]
+    order_by: tuple[str, ...] = ()  # how `write_table` sorts the rows (the primary key unless given)
 
     @property
     def schema(self) -> pl.Schema:
@@ -216,7 +217,7 @@ DPO = Table(
         Column("rejected_id", pl.String, "candidate id of `rejected`"),
         Column("chosen_score", pl.Float64, "aggregate judge score of `chosen`"),
         Column("rejected_score", pl.Float64, "aggregate judge score of `rejected`"),
-        Column("margin", pl.Float64, "chosen_score - rejected_score"),
+        Column("margin", pl.Float64, "chosen_score - rejected_score (TRL's RewardTrainer reads `margin` per row)"),
         *_side("chosen"),
         *_side("rejected"),
         *_lineage(),
@@ -225,9 +226,12 @@ DPO = Table(
 
 KTO = Table(
     "kto",
-    "one row per labelled completion (TRL's unpaired preference format)",
+    "one row per labelled completion (TRL's unpaired preference format), in the order TRL reads them",
     ("example_id",),
     (
+        Column("position", pl.Int64, "0-based place of the row: desirable and undesirable rows, and different "
+               "prompts, alternate (seeded by export.seed); TRL's KTOTrainer reads rows in order and takes its KL "
+               "term from the other rows of a batch"),
         Column("example_id", pl.String, "hash of the candidate id"),
         Column("item_id", pl.String, "the prompt's item"),
         Column("prompt", pl.String, "the prompt"),
@@ -240,7 +244,64 @@ KTO = Table(
         Column("iteration", pl.Int64, "iteration of the workflow that wrote `completion`"),
         *_lineage(),
     ),
+    order_by=("position",),
 )
+
+def _feedback_prompt() -> tuple[Column, ...]:
+    return (
+        Column("item_id", pl.String, "the question's item"),
+        Column("system", pl.String, "the reviewer's system prompt (the paper's Table 12); published as the prompt's "
+               "system message (conversational) or ahead of it (standard)"),
+    )
+
+
+DPO_FEEDBACK = Table(
+    "dpo_feedback",
+    "one row per preference pair over the reviewer's feedback: prompt and rejected iteration (empty unless "
+    "generation is a feedback loop with one reviewer)",
+    ("pair_id",),
+    (
+        Column("pair_id", pl.String, "hash of the chosen and rejected reviews' candidate ids"),
+        *_feedback_prompt(),
+        Column("prompt", pl.String, "the reviewer's user message for the chosen review: the question and the answer it reviewed"),
+        Column("chosen", pl.String, "the review whose revision the judge ranked first"),
+        Column("rejected", pl.String, "a review whose revision the judge scored lower"),
+        Column("rejected_prompt", pl.String, "the reviewer's user message the rejected review answered (an earlier or later answer)"),
+        Column("chosen_reviewed_id", pl.String, "candidate id of the answer the chosen review reviewed"),
+        Column("rejected_reviewed_id", pl.String, "candidate id of the answer the rejected review reviewed"),
+        Column("chosen_revision_id", pl.String, "candidate id of the revision the chosen review led to"),
+        Column("rejected_revision_id", pl.String, "candidate id of the revision the rejected review led to"),
+        Column("chosen_iteration", pl.Int64, "iteration of the answer the chosen review reviewed"),
+        Column("rejected_iteration", pl.Int64, "iteration of the answer the rejected review reviewed"),
+        Column("chosen_score", pl.Float64, "aggregate judge score of the chosen review's revision"),
+        Column("rejected_score", pl.Float64, "aggregate judge score of the rejected review's revision"),
+        Column("margin", pl.Float64, "chosen_score - rejected_score (TRL's RewardTrainer reads `margin` per row)"),
+        Column("reviewer", pl.String, "recipe name of the reviewer that wrote both reviews"),
+        *_lineage(),
+    ),
+)
+
+KTO_FEEDBACK = Table(
+    "kto_feedback",
+    "one row per labelled review (empty unless generation is a feedback loop with one reviewer), in the order TRL reads them",
+    ("example_id",),
+    (
+        Column("position", pl.Int64, "0-based place of the row: labels and prompts alternate (seeded by export.seed)"),
+        Column("example_id", pl.String, "hash of the reviewed answer's candidate id"),
+        *_feedback_prompt(),
+        Column("prompt", pl.String, "the reviewer's user message: the question and the answer it reviewed"),
+        Column("completion", pl.String, "the review"),
+        Column("label", pl.Boolean, "true for the review whose revision the judge ranked first, false for one whose revision scored lower"),
+        Column("reviewed_id", pl.String, "candidate id of the answer reviewed"),
+        Column("revision_id", pl.String, "candidate id of the revision the review led to"),
+        Column("iteration", pl.Int64, "iteration of the answer reviewed"),
+        Column("score", pl.Float64, "aggregate judge score of the revision"),
+        Column("reviewer", pl.String, "recipe name of the reviewer"),
+        *_lineage(),
+    ),
+    order_by=("position",),
+)
+
 
 def _estimate(name: str, doc: str) -> tuple[Column, ...]:
     return (
@@ -367,7 +428,8 @@ WIN_RATES = Table(
 
 TABLES: dict[str, Table] = {
     t.name: t
-    for t in (ITEMS, CANDIDATES, LABELS, DEBATES, SCORES, VERDICTS, DPO, KTO, PICKS, MATCHES, WIN_RATES,
+    for t in (ITEMS, CANDIDATES, LABELS, DEBATES, SCORES, VERDICTS, DPO, KTO, DPO_FEEDBACK, KTO_FEEDBACK, PICKS,
+              MATCHES, WIN_RATES,
               AGREEMENT, MODEL_AGREEMENT)
 }
 
@@ -455,9 +517,10 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
-    """Check `df` and write it to `data_dir/<table>.parquet`, atomically, sorted by primary key."""
+    """Check `df` and write it to `data_dir/<table>.parquet`, atomically, sorted by `order_by` (the
+    primary key unless the table names another order)."""
     check(table, df)
-    return replace_atomically(table.path(data_dir), df.sort(table.primary_key).write_parquet)
+    return replace_atomically(table.path(data_dir), df.sort(table.order_by or table.primary_key).write_parquet)
 
 
 class TableWriter:

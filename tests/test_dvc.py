@@ -63,7 +63,7 @@ def test_dvc_yaml_matches_each_builders_reads_and_writes():
         assert list(params) == ["recipes/${item}.yaml"]
     # every export waits for (and re-runs after) the judges measured by the benchmark recipes
     assert "data/_gates/${item}.json" in stages["meta-eval"]["do"]["outs"]
-    for name in ("dpo", "kto"):
+    for name in ("dpo", "kto", "dpo_feedback", "kto_feedback"):
         assert "data/_gates" in stages[name]["do"]["deps"]
     # the report reads every table a recipe has, and waits for what benchmarks and comparisons measured
     report = stages["report"]["do"]
@@ -109,7 +109,7 @@ def test_repro_skips_unchanged_stages_and_export_edits_rerun_only_exports(projec
 
     recipe.write_text(recipe.read_text().replace("min_margin: 0", "min_margin: 3"))
     third = _run(["dvc", "repro"], repo, env)
-    assert re.findall(r"Running stage '(\w+)@tiny'", third) == ["dpo", "kto", "report"]
+    assert re.findall(r"Running stage '(\w+)@tiny'", third) == ["dpo", "kto", "dpo_feedback", "kto_feedback", "report"]
     assert " calls" not in third  # only LLM stages report calls; none ran
 
     # the jury's settings belong to the pure verdicts stage: no judge is called again

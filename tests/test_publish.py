@@ -16,6 +16,7 @@ from builders import publish
 from builders.export_checks import dpo_problems, kto_balance, kto_problems
 from builders.loader import load_recipe
 from builders.tables import TABLES, read_table
+from builders.trl_format import trl_frame
 from conftest import ROOT, dvc_repo, run, tiny_recipe
 from hub_server import FakeHub
 
@@ -61,14 +62,55 @@ def test_the_folder_to_upload_loads_back_into_identical_rows(built):
     kto = read_table(TABLES["kto"], project / "data" / "tiny")
     assert f"kto: {int(kto['label'].sum())} desirable, {int((~kto['label']).sum())} undesirable" in result.stdout
     folder = project / "data" / "tiny" / "hub"
-    for name, key in (("dpo", "pair_id"), ("kto", "example_id")):
+    for name, key in (("dpo", "pair_id"), ("kto", "example_id"), ("dpo_feedback", "pair_id"), ("kto_feedback", "example_id")):
         loaded = datasets.load_dataset(str(folder), name, split="train").to_polars()
         table = read_table(TABLES[name], project / "data" / "tiny")
         assert loaded.height == table.height > 0
-        assert _rows(loaded, key) == _rows(table, key)
+        assert _rows(loaded, key) == _rows(trl_frame(name, table, "conversational"), key)
     dpo = datasets.load_dataset(str(folder), "dpo", split="train")
-    assert {"prompt", "chosen", "rejected"} <= set(dpo.column_names)
+    assert {"prompt", "chosen", "rejected", "margin"} <= set(dpo.column_names)
     assert {"chosen_generator", "rejected_iteration", "judge", "template_hash", "recipe_hash"} <= set(dpo.column_names)
+
+
+def is_conversational(example: dict) -> bool:
+    """TRL's `trl.data_utils.is_conversational` (TRL is not a dependency): the first of its keys
+    found holds a list whose first element is a dict with `role` and `content`."""
+    keys = [k for k in ("prompt", "chosen", "rejected", "completion", "messages") if k in example]
+    first = example[keys[0]] if keys else None
+    return isinstance(first, list) and bool(first) and isinstance(first[0], dict) and {"role", "content"} <= set(first[0])
+
+
+def test_conversational_exports_load_with_datasets_in_trls_shapes(built):
+    project, env = built
+    _publish(project, env, "--dry-run")
+    folder = project / "data" / "tiny" / "hub"
+    dpo = datasets.load_dataset(str(folder), "dpo", split="train")
+    kto = datasets.load_dataset(str(folder), "kto", split="train")
+    for row in dpo:
+        assert is_conversational(row)
+        assert [m["role"] for m in row["prompt"]] == ["user"]
+        assert [m["role"] for m in row["chosen"]] == [m["role"] for m in row["rejected"]] == ["assistant"]
+        assert row["chosen"][0]["content"] and row["chosen"] != row["rejected"]
+    for row in kto:
+        assert is_conversational(row) and [m["role"] for m in row["completion"]] == ["assistant"]
+        assert isinstance(row["label"], bool)
+    assert [r["position"] for r in kto] == list(range(len(kto)))  # published in the order TRL reads them
+    readme = (folder / "README.md").read_text()
+    assert "TRL's conversational format" in readme and "`export.format: conversational`" in readme
+    assert "`export.max_length` = 1024 tokens" in readme and "an estimate, not a tokenizer's count" in readme
+
+
+def test_the_standard_format_publishes_text(built):
+    project, env = built
+    recipe = project / "recipes" / "tiny.yaml"
+    recipe.write_text(recipe.read_text().replace("export:\n", "export:\n  format: standard\n  max_length: 20\n"))
+    run(["dvc", "repro"], project, env)
+    _publish(project, env, "--dry-run")
+    folder = project / "data" / "tiny" / "hub"
+    dpo = datasets.load_dataset(str(folder), "dpo", split="train")
+    assert not is_conversational(dpo[0]) and isinstance(dpo[0]["prompt"], str)
+    readme = (folder / "README.md").read_text()
+    assert f"- Length: {dpo.num_rows} of {dpo.num_rows} pairs" in readme and "`export.max_length` = 20 tokens" in readme
 
 
 def test_the_card_has_hub_metadata_and_tells_how_the_data_was_made(built):
@@ -77,7 +119,7 @@ def test_the_card_has_hub_metadata_and_tells_how_the_data_was_made(built):
     text = (project / "data" / "tiny" / "hub" / "README.md").read_text()
     _, header, body = text.split("---\n", 2)
     meta = yaml.safe_load(header)
-    assert [c["config_name"] for c in meta["configs"]] == ["dpo", "kto"]
+    assert [c["config_name"] for c in meta["configs"]] == ["dpo", "kto", "dpo_feedback", "kto_feedback"]
     assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "dpo/train-*.parquet"}]
     assert meta["license"] == "other" and meta["size_categories"] == ["n<1K"]
     assert "text-generation" in meta["task_categories"] and "dpo" in meta["tags"]
@@ -117,12 +159,13 @@ def test_publish_uploads_both_configs_to_a_hub_stand_in(built, hub, tmp_path):
     assert hub.repos["someone/tiny-prefs"]["private"] is True
     (commit,) = hub.commits
     assert commit["revision"] == "v1" and commit["summary"] == "First cut"
-    assert set(commit["files"]) == {"README.md", "dpo/train-00000-of-00001.parquet", "kto/train-00000-of-00001.parquet"}
+    assert set(commit["files"]) == {"README.md", *(f"{n}/train-00000-of-00001.parquet" for n in publish.EXPORTS)}
     assert set(hub.authorizations) == {f"Bearer {TOKEN}"}  # the token travels in the header only
     clone = hub.checkout("someone/tiny-prefs", "v1", tmp_path / "clone")
     for name, key in (("dpo", "pair_id"), ("kto", "example_id")):
         loaded = datasets.load_dataset(str(clone), name, split="train").to_polars()
-        assert _rows(loaded, key) == _rows(read_table(TABLES[name], project / "data" / "tiny"), key)
+        table = read_table(TABLES[name], project / "data" / "tiny")
+        assert _rows(loaded, key) == _rows(trl_frame(name, table, "conversational"), key)
     assert TOKEN not in result.stdout + result.stderr
 
 
@@ -139,7 +182,7 @@ def test_stale_outputs_are_refused(built):
     recipe.write_text(recipe.read_text().replace("min_margin: 0", "min_margin: 2"))
     result = _publish(project, env, "--dry-run", check=False)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert "outputs are stale against the recipe or code (dpo@tiny, kto@tiny); run `dvc repro` first" in result.stderr
+    assert "outputs are stale against the recipe or code (dpo@tiny, dpo_feedback@tiny, kto@tiny, kto_feedback@tiny); run `dvc repro` first" in result.stderr
     assert not (project / "data" / "tiny" / "hub").exists()
 
 
@@ -192,6 +235,58 @@ def _dpo(**overrides):
 def test_dpo_contract(row, problem):
     problems = dpo_problems(_dpo(**row))
     assert (problems[0].startswith(problem) if problem else problems == [])
+
+
+def _conversation(**overrides):
+    return trl_frame("dpo", _dpo(), "conversational").with_columns(
+        pl.Series(k, [v], dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))) for k, v in overrides.items())
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({}, None),
+    ({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]}, None),
+    ({"prompt": []}, "dpo: row 0 has an empty `prompt` (no messages)"),
+    ({"prompt": [{"role": "assistant", "content": "Name a colour."}]}, "dpo: row 0 `prompt` ends with a assistant turn"),
+    ({"prompt": [{"role": "human", "content": "Name a colour."}]}, "dpo: row 0 `prompt` message 0 has role 'human'"),
+    ({"chosen": [{"role": "assistant", "content": " "}]}, "dpo: row 0 `chosen` message 0 has an empty content"),
+    ({"rejected": [{"role": "user", "content": "Seven."}]}, "dpo: row 0 `rejected` must be one assistant turn"),
+    ({"rejected": [{"role": "assistant", "content": "Blue."}]}, "dpo: row 0: `chosen` and `rejected` are the same text"),
+])
+def test_conversational_dpo_contract(row, problem):
+    problems = dpo_problems(_conversation(**row))
+    assert (problems[0].startswith(problem) if problem else problems == []), problems
+
+
+def test_a_frame_mixing_formats_is_refused():
+    mixed = _dpo().with_columns(trl_frame("dpo", _dpo(), "conversational")["prompt"])
+    assert dpo_problems(mixed)[0].startswith("dpo: columns `prompt`, `chosen`, `rejected` mix TRL's conversational")
+
+
+def test_kto_interleaving_alternates_labels_and_prompts_under_a_seed():
+    from builders.preferences import interleave
+
+    rows = [{"example_id": f"{item}{k}", "item_id": item, "label": k == 0} for item in "abcde" for k in range(3)]
+    out = interleave(rows, seed=0)
+    assert [r["position"] for r in out] == list(range(15))
+    assert sorted(r["example_id"] for r in out) == sorted(r["example_id"] for r in rows)
+    labels = [r["label"] for r in out]
+    assert labels[:10] == [True, False] * 5 and not any(labels[10:])  # alternate while both labels last
+    assert all(a["item_id"] != b["item_id"] for a, b in zip(out, out[1:]))  # neighbours answer different prompts
+    assert interleave(rows, seed=0) == out and interleave(list(reversed(rows)), seed=0) == out
+    assert [r["example_id"] for r in interleave(rows, seed=1)] != [r["example_id"] for r in out]
+
+
+def test_kto_table_is_written_in_its_interleaved_order(project):
+    from builders.stages import STAGES, run_stage
+
+    recipe = load_recipe(tiny_recipe(project))
+    for stage in ("items", "candidates", "labels", "debates", "scores", "verdicts", "kto"):
+        run_stage(recipe, stage, progress=False)
+    kto = read_table(TABLES["kto"], project.parent / "data" / "tiny")
+    assert kto["position"].to_list() == list(range(kto.height))
+    labels = kto["label"].to_list()
+    n = 2 * min(sum(labels), labels.count(False))
+    assert labels[:n] == [True, False] * (n // 2)
 
 
 def test_kto_contract_and_balance():

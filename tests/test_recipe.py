@@ -249,6 +249,9 @@ WRITER = "writer: {provider: fake, model: auto}"
     ("seed: 1", "seed: -1", "source.seed: Input should be greater than or equal to 0"),
     ("sample: 4", "sample: 1000000000000", "source.sample: Input should be less than or equal to 100000000"),
     ("min_margin: 0", "min_margin: .inf", "export.min_margin: Input should be a finite number"),
+    ("min_margin: 0", "min_margin: 0\n  max_length: 0", "export.max_length: Input should be greater than or equal to 1"),
+    ("min_margin: 0", "min_margin: 0\n  seed: -1", "export.seed: Input should be greater than or equal to 0"),
+    ("min_margin: 0", "min_margin: 0\n  format: chatml", "export.format: Input should be 'conversational' or 'standard'"),
 ])
 def test_numbers_without_a_sane_bound_are_refused(project, old, new, where):
     path = tiny_recipe(project)

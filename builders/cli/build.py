@@ -17,7 +17,7 @@ from builders.stages import STAGES, default_data_root, run_stage
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 def build(recipe: str, stages: tuple[str, ...], data_dir: str | None, no_progress: bool) -> None:
     """Build RECIPE's tables under data/<recipe>/: items, candidates, labels, debates, scores, verdicts,
-    dpo, kto; for a benchmark recipe, then its meta-evaluation (see `fellowship meta-eval`).
+    dpo, kto, dpo_feedback, kto_feedback (preferences over the reviewer's feedback); for a benchmark recipe, then its meta-evaluation (see `fellowship meta-eval`).
 
     Model calls are cached (.cache/llm, or $FELLOWSHIP_CACHE_DIR): a re-run makes no calls and an
     interrupted build resumes, paying only for the calls it had not finished. One command at a time

@@ -22,8 +22,9 @@ from builders.stages import default_data_root
               help="Root of the tables (default: data, or $FELLOWSHIP_DATA_DIR).")
 def publish(recipe: str, repo_id: str | None, public: bool, revision: str | None, message: str | None,
             dry_run: bool, data_dir: str | None) -> None:
-    """Push RECIPE's dpo and kto tables to the Hugging Face Hub as two configs of one dataset,
-    with a dataset card (README.md) that tells how they were made.
+    """Push RECIPE's dpo and kto tables (and dpo_feedback, kto_feedback when a feedback loop gave
+    them rows) to the Hugging Face Hub as configs of one dataset, in TRL's export.format, with a
+    dataset card (README.md) that tells how they were made.
 
     Refuses, with a one-line reason, when `dvc status` shows the exports stale against the recipe or
     code, when the judge fails its export.gate, or when an export breaks TRL's column contracts.

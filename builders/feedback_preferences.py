@@ -1,0 +1,86 @@
+"""What the `dpo_feedback` and `kto_feedback` builders share: preferences over the reviewers' feedback.
+
+The paper builds two kinds of PO datasets: single-model improvement datasets (the `dpo` and `kto`
+tables: preferences over the generator's answers) and multi-model improvement datasets, "to improve
+... multi-model capabilities including better communication and improved feedback" (its sections 5
+and B, from No Robots prompts). The second kind trains the reviewer: its prompt is the reviewer's own
+(the paper's Table 12 system prompt and user message, rendered with the question and the answer it
+reviewed, exactly as the reviewer saw them), and its completion is the review it wrote, whose
+feedback section the generator received.
+
+A review is judged by what it led to. In a feedback-loop build with `iterations` N, the review of
+answer k (k = 1 .. N-1) led to revision k+1, and the judge scored that revision in the item's
+verdict. For each prompt, the review whose revision the judge ranked first is chosen; each review
+whose revision scored strictly lower, by at least `export.min_margin`, is rejected (one DPO pair per
+prompt and rejected iteration; one KTO example per review). A revision that is no answer was never
+judged: its review is left out, as is every review of an item whose verdict is not ok. The reviews
+of one prompt were written on different answers, so a pair's `prompt` is the chosen review's own;
+`rejected_prompt` keeps the one the rejected review answered.
+
+Only a feedback loop with one reviewer gives these tables rows: with several reviewers the generator
+revises from all their feedback at once, so no revision can be credited to one review.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from builders.prompts import render
+from builders.recipe import Recipe
+from builders.tables import CANDIDATES, ITEMS, VERDICTS, read_table
+
+
+@dataclass(frozen=True)
+class Review:
+    item_id: str
+    iteration: int  # of the answer reviewed; the review led to revision iteration + 1
+    reviewer: str
+    system: str  # the reviewer's system prompt (Table 12)
+    prompt: str  # the reviewer's user message, with the question and the answer reviewed
+    review: str  # what the reviewer wrote
+    reviewed_id: str  # candidate id of the answer reviewed
+    revision_id: str  # candidate id of the revision the review led to
+    score: float  # the judge's aggregate score of that revision
+
+
+@dataclass(frozen=True)
+class FeedbackPreference:
+    item_id: str
+    chosen: Review
+    rejected: list[Review]  # best first
+
+
+def feedback_preferences(recipe: Recipe, data_dir: Path) -> list[FeedbackPreference]:
+    g = recipe.generation
+    if g.workflow != "feedback" or len(g.reviewers) != 1:
+        return []
+    questions = dict(read_table(ITEMS, data_dir).select("item_id", "prompt").iter_rows())
+    by_step = {(c["item_id"], c["iteration"]): c for c in read_table(CANDIDATES, data_dir).to_dicts()}
+    system = render(recipe, "generation.reviewer_system_prompt")
+    out = []
+    for v in read_table(VERDICTS, data_dir).filter(status="ok").to_dicts():
+        rank = {cid: (i, s) for i, (cid, s) in enumerate(zip(v["ranking"], v["ranking_scores"]))}
+        reviews = []
+        for k in range(1, g.iterations):
+            reviewed, revision = by_step.get((v["item_id"], k)), by_step.get((v["item_id"], k + 1))
+            if reviewed is None or revision is None or reviewed["review"] is None or revision["candidate_id"] not in rank:
+                continue
+            if revision["problem"] is not None:
+                continue
+            question = questions[v["item_id"]]
+            reviews.append((rank[revision["candidate_id"]][0], Review(
+                v["item_id"], k, g.reviewers[0], system,
+                render(recipe, "generation.reviewer_user_prompt", question=question, response=reviewed["response"]),
+                reviewed["review"], reviewed["candidate_id"], revision["candidate_id"], rank[revision["candidate_id"]][1],
+            )))
+        if not reviews:
+            continue
+        reviews = [r for _, r in sorted(reviews, key=lambda x: x[0])]  # the verdict's order (its tie policy)
+        chosen = reviews[0]
+        rejected = [
+            r for r in reviews[1:]
+            if r.score < chosen.score and chosen.score - r.score >= recipe.export.min_margin and r.review != chosen.review
+        ]
+        out.append(FeedbackPreference(v["item_id"], chosen, rejected))
+    return out
