@@ -39,7 +39,10 @@ def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
             and chosen["score"] - c["score"] >= recipe.export.min_margin
             and c["response"] != chosen["response"]
         ]
-        out.append(Preference(v["item_id"], prompts[v["item_id"]], chosen, rejected))
+        unique: dict[str, dict] = {}  # a revision that repeats an answer word for word is one example, not two
+        for c in rejected:
+            unique.setdefault(c["response"], c)
+        out.append(Preference(v["item_id"], prompts[v["item_id"]], chosen, list(unique.values())))
     return out
 
 

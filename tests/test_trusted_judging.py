@@ -392,3 +392,18 @@ def test_expected_scores_read_from_a_structured_json_verdict(project):
         if 1 < d < 9:
             assert row["score"] == pytest.approx((0.6 * d + 0.2 * (d + 1) + 0.15 * (d - 1)) / 0.95)
         assert 0 < row["score_mass"] <= 1
+
+
+def test_a_revision_that_repeats_an_answer_is_exported_once(project):
+    recipe = _recipe(project, "    orders: single\n")
+    def write(conversation):  # the first answer, then the same revision twice
+        return "First answer." if not any(m["role"] == "assistant" for m in conversation) else "Same revision."
+
+    writer = FakeProvider(recipe.models["writer"], script=[write] * 12)
+    best_first = "### Score Assistant A: 9/10\n### Score Assistant B: 4/10\n### Score Assistant C: 3/10"
+    _build(recipe, judge=FakeProvider(recipe.models["judge"], script=[best_first] * 4), writer=writer)
+    dpo = read_table(TABLES["dpo"], _data(project))
+    kto = read_table(TABLES["kto"], _data(project))
+    assert set(dpo["chosen"]) == {"First answer."} and set(dpo["rejected"]) == {"Same revision."}
+    assert dpo.height == 4  # one pair a prompt, not one for each copy of the revision
+    assert kto.height == kto.select("item_id", "completion").n_unique()
