@@ -64,12 +64,17 @@ def test_structured_json_verdict_from_the_local_model(project, tmp_path, model_p
     assert parse_judgment(answer.text, strategy="combined", scale=10, n=2).ok, answer.text
 
 
-def test_expected_scores_from_the_local_model(project, tmp_path, model_path):
+def _expected_judge(project):
+    """The tiny recipe on the local model, judging by scores only, read as expected scores."""
     path = tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 200")
     path.write_text(path.read_text().replace(
         "    models: [judge]\n", "    models: [judge]\n    score_mode: expected\n    reasoning: false\n"))
     recipe = load_recipe(path)
-    spec = JudgeSpec.of(recipe.judge.panel)
+    return recipe, JudgeSpec.of(recipe.judge.panel)
+
+
+def test_expected_scores_from_the_local_model(project, tmp_path, model_path):
+    recipe, spec = _expected_judge(project)
     conversation = messages(recipe, "What is the capital of France?", ["Paris.", "I do not know."])
     engine = Engine(recipe, cache=ResponseCache(tmp_path / "e"), progress=False)
     answer = engine.run(ask(engine, spec, "judge", conversation, 2))
@@ -85,11 +90,7 @@ def test_expected_scores_from_the_local_model(project, tmp_path, model_path):
 
 
 def test_a_prompt_scores_the_same_whatever_was_asked_before(project, tmp_path, model_path):
-    path = tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 200")
-    path.write_text(path.read_text().replace(
-        "    models: [judge]\n", "    models: [judge]\n    score_mode: expected\n    reasoning: false\n"))
-    recipe = load_recipe(path)
-    spec = JudgeSpec.of(recipe.judge.panel)
+    recipe, spec = _expected_judge(project)
     first = messages(recipe, "Name a primary colour.", ["Red.", "Blue."])
     other = messages(recipe, "Name a primary colour.", ["Blue.", "Red."])  # shares a long prefix with `first`
     runs = []
