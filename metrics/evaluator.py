@@ -52,7 +52,9 @@ def position_advantage(j: Judgments, members: tuple[str, ...]) -> tuple[np.ndarr
     gives the first answer full marks and the second none."""
     rows = [j.judge(m) for m in members]
     first_minus_second = j.order_margin[rows] * np.array([1.0, -1.0])[None, :, None]  # order 1 shows model_b first
-    seen = ~np.isnan(first_minus_second)
+    # only items judged in both orders: one order alone (or answers judged one at a time) says which
+    # answer was liked, not which place
+    seen = ~np.isnan(first_minus_second).any(axis=1, keepdims=True) & ~np.isnan(first_minus_second)
     return np.where(seen, first_minus_second, 0.0).sum(axis=(0, 1)), seen.sum(axis=(0, 1)).astype(np.float64)
 
 
