@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from builders.recipe import Recipe
+from builders.scores import position_means
 from builders.verdicts import judge_view
 from metrics import bootstrap
 
@@ -67,10 +68,7 @@ def figures(recipe: Recipe, candidates: pl.DataFrame, scores: pl.DataFrame, resa
                     if a < b and s[a] != s[b] and length[a] != length[b]:
                         pairs[i] += 1
                         longer[i] += (s[a] > s[b]) == (length[a] > length[b])
-        positions = (
-            ok.group_by("position").agg(pl.col("share").mean().alias("mean"), pl.len().alias("n")).sort("position").to_dicts()
-            if ok.height else []
-        )
+        positions = [{"position": k, "mean": m} for k, m in enumerate(position_means(mine).get(judge, []))]
         out.append({
             "judge": judge,
             "judge_model": mine["judge_model"][0] if mine.height else None,
