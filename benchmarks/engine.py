@@ -295,7 +295,7 @@ def run_fellowship(recipe_path: Path, work: Path, *, profiler: cProfile.Profile 
 
 def limit_cuts(engine) -> int | None:
     """How often the engine's adaptive limiters cut their limit (None if it has no such limiters)."""
-    limiters = getattr(engine, "_limiters", None)
+    limiters = getattr(getattr(engine, "live", None), "limiters", None) or getattr(engine, "_limiters", None)
     if not limiters:
         return None
     return sum(getattr(limiter, "storms", 0) for limiter in limiters.values())

@@ -56,7 +56,7 @@ def run_stage(
     use_system_arrow_pool()  # freed Arrow buffers go back to the OS (builders.memory)
     engine = None
     if stage in LLM_STAGES:
-        engine = Engine(recipe, providers=providers, progress=progress, stage=stage)
+        engine = Engine.for_recipe(recipe, providers=providers, progress=progress, stage=stage)
         try:
             module.build(recipe, data_dir, engine=engine)
         finally:
