@@ -5,8 +5,8 @@ schema and primary key and replaces the file atomically, so a killed build never
 Every file is written to a hidden temporary file of its own writer (`temp_path`) that only that
 writer removes; a failed write (a full disk) is one line naming the file, and leaves nothing behind.
 A table that cannot be read (a damaged file) is one line naming it and the command that rebuilds it.
-Tables are sorted by primary key, except those a stage streams (`TableWriter`: `candidates` of a
-generating workflow), which are in their items' order.
+Tables are sorted by primary key, except `items` (in the source's order) and those a stage streams
+(`TableWriter`: `candidates` of a generating workflow), which are in their items' order.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ ITEMS = Table(
         Column("source_row", pl.Int64, "0-based row number in the source"),
         Column("source_id", pl.String, "the source's own id (`source.id_column`), if any", nullable=True),
     ),
+    order_by=("source_row",),  # the source's order: stages send their calls in it (a retried prompt is not left to the end)
 )
 
 CANDIDATES = Table(
