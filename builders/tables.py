@@ -672,6 +672,30 @@ def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = N
     return file.metadata.num_rows, rows()
 
 
+def read_rows_of(table: Table, data_dir: Path | str, item_ids: list[str]) -> pl.DataFrame:
+    """The rows of `table` whose `item_id` is one of `item_ids`, in the table's order (a Ray task
+    reads only its block's rows of a table the whole stage depends on)."""
+    path = table.path(data_dir)
+    if not path.exists():
+        raise TableError(f"{path} does not exist: run `{_command(table, path)}` first")
+    try:
+        df = pl.scan_parquet(path).filter(pl.col("item_id").is_in(item_ids)).collect()
+    except Exception as e:
+        raise _unreadable(table, path, e) from None
+    check(table, df)
+    return df
+
+
+def read_part(table: Table, path: Path) -> pl.DataFrame:
+    """A part of `table` a Ray task wrote (builders.ray_executor), checked against the table's schema."""
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:
+        raise TableError(f"{path}: a part of the {table.name} table that cannot be read ({first_line(e)}); build the stage again") from None
+    check(table, df)
+    return df
+
+
 def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:
     """Read a table written by an earlier stage; a missing or damaged one names the command to run."""
     path = table.path(data_dir)
