@@ -122,16 +122,39 @@ def _sees(paths: dict[str, str], token: str) -> str | None:
     return None
 
 
+_checked: set[tuple[str, str, str]] = set()
+
+
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest folder that exists (the data folder of a first build is made later)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def prepare(recipe: Recipe, data_dir: Path, *, address: str | None = None, cache_dir: Path | None = None) -> None:
+    """Before any stage runs: Ray installed, the cluster reachable, the storage shared (one line otherwise)."""
+    from builders.llm.cache import default_cache_dir
+    from builders.llm.registry import used_models
+
+    ray = connect(address, task_env(recipe, used_models(recipe)))
+    check_shared_storage(ray, Path(cache_dir or default_cache_dir()).resolve(), data_dir.resolve(), recipe)
+
+
 def check_shared_storage(ray, cache_dir: Path, data_dir: Path, recipe: Recipe) -> None:
     """Every alive node must see the cache folder (a probe file written here), the data folder and the recipe."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    key = (str(cache_dir), str(data_dir), str(recipe.path.resolve()))
+    if key in _checked:
+        return
 
     probe_dir = cache_dir / PARTS
     probe_dir.mkdir(parents=True, exist_ok=True)
     probe = probe_dir / f"probe-{uuid.uuid4().hex}"
     token = uuid.uuid4().hex
     probe.write_text(token)
-    paths = {"probe": str(probe), "data folder": str(data_dir), "recipe": str(recipe.path.resolve())}
+    paths = {"probe": str(probe), "data folder": str(_existing(data_dir)), "recipe": str(recipe.path.resolve())}
     look = ray.remote(num_cpus=0, max_retries=0)(_sees)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -146,6 +169,7 @@ def check_shared_storage(ray, cache_dir: Path, data_dir: Path, recipe: Recipe) -
                     "(mount it on every node at the same path, or set FELLOWSHIP_CACHE_DIR and --data-dir to such a folder)")
     finally:
         probe.unlink(missing_ok=True)
+    _checked.add(key)
 
 
 def _usage_dict(u: Usage) -> dict:

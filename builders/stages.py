@@ -62,7 +62,7 @@ def run_stage(
     if stage in LLM_STAGES:
         engine = Engine.for_recipe(recipe, providers=providers, progress=progress, stage=stage)
         try:
-            if _executor(recipe, stage, executor) == "ray":
+            if stage_executor(recipe, stage, executor) == "ray":
                 from builders import ray_executor
 
                 ray_executor.run(recipe, stage, data_dir, engine, address=address, progress=progress)
@@ -81,7 +81,7 @@ def run_stage(
     return engine
 
 
-def _executor(recipe: Recipe, stage: str, override: str | None) -> str:
+def stage_executor(recipe: Recipe, stage: str, override: str | None) -> str:
     """`local` or `ray` for `stage`: the command line's choice, else the recipe's (only the stages
     the Ray executor runs can be sent to it; compare's run in the driver)."""
     if stage not in RAY_STAGES:

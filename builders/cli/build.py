@@ -5,7 +5,7 @@ import click
 from builders.cli import cli, resolve_recipe_path
 from builders.loader import load_recipe
 from builders.locks import recipe_lock
-from builders.stages import STAGES, default_data_root, run_stage
+from builders.stages import STAGES, default_data_root, run_stage, stage_executor
 
 
 @cli.command()
@@ -36,8 +36,13 @@ def build(recipe: str, stages: tuple[str, ...], data_dir: str | None, no_progres
 
     r = load_recipe(resolve_recipe_path(recipe), check_keys=True, check_source=False)
     root = Path(data_dir) if data_dir else default_data_root()
+    chosen = [s for s in STAGES if s in stages] if stages else list(STAGES)
+    if any(stage_executor(r, s, executor) == "ray" for s in chosen):
+        from builders import ray_executor
+
+        ray_executor.prepare(r, root / r.name, address=address)  # Ray, the cluster and its storage, before any stage
     with recipe_lock(root / r.name, r.name):
-        for stage in [s for s in STAGES if s in stages] if stages else STAGES:
+        for stage in chosen:
             run_stage(r, stage, data_root=root, progress=not no_progress, executor=executor, address=address)
         if r.source.labelled and not stages:
             from builders import meta_eval
