@@ -26,24 +26,56 @@ FELLOWSHIP = [sys.executable, "-c", "from builders.cli import main; main()"]
 MEASURED = ("latency_s",)  # measured by each build: the only columns two builds of one recipe may differ in
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes_of(temp_dir: str) -> list[int]:
+    """The pids of the Ray processes whose command line names `temp_dir` (this cluster's, and only it)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if temp_dir in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
+    """A head and a second node on 127.0.0.1 (`ray start`, one CPU each), stopped by their pids."""
+    import tempfile
 
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved]))  # the nodes' workers import this checkout
+    temp_dir = tempfile.mkdtemp(prefix="rfs", dir="/tmp")  # short: Ray's socket paths live under it
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts", "start"]
     try:
-        c = Cluster(initialize_head=True, connect=False,
-                    head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
-        c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-        c.wait_for_nodes()
+        subprocess.run(ray_cli + ["--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                                  *common], env=env, check=True, capture_output=True)
+        subprocess.run(ray_cli + [f"--address=127.0.0.1:{port}", *common], env=env, check=True, capture_output=True)
+        yield f"127.0.0.1:{port}"
     finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
-    yield c.address
-    c.shutdown()
+        for pid in _processes_of(temp_dir):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+        for pid in _processes_of(temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def build(project: Path, tmp_path: Path, name: str, *extra: str, check: bool = True, wait: bool = True):
