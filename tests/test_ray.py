@@ -124,7 +124,7 @@ def test_a_recipe_can_send_one_stage_to_ray(cluster, project, tmp_path):
     path.write_text(path.read_text() + "stages:\n  scores: {executor: ray}\n")
     build(project, tmp_path, "local", "--executor", "local")
     done = build(project, tmp_path, "ray", "--address", cluster)
-    assert "scores: wrote scores (12 rows)" in done.stderr
+    assert "scores: wrote scores (36 rows)" in done.stderr
     local, on_ray = tables(tmp_path, "local"), tables(tmp_path, "ray")
     assert all(on_ray[t].equals(local[t]) for t in BUILT_TABLES)
 
@@ -133,7 +133,7 @@ def test_executor_ray_is_refused_for_stages_it_does_not_run(project, tmp_path):
     path = tiny_recipe(project)
     path.write_text(path.read_text() + "stages:\n  picks: {executor: ray}\n")
     result = build(project, tmp_path, "x", check=False)
-    assert_one_line(result, "stages.picks", "executor `ray` runs only candidates, debates, scores")
+    assert_one_line(result, "stages: picks: executor `ray` runs only candidates, debates, scores")
 
 
 def _part_pids(cache: Path) -> set[int]:
