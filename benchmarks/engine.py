@@ -39,6 +39,15 @@ Run from the repository root (the server is `python -m tests.openai_server`, imp
     python benchmarks/engine.py all          # the issue's whole grid (about an hour on 2 cores)
     python benchmarks/engine.py all --smoke  # the same, scaled down to check the script (about 2 minutes)
     python benchmarks/engine.py profile      # cProfile of the fellowship side (N=400, delay 0.05)
+    python benchmarks/engine.py command --n 400 --c 50,200 --repeats 5           # whole commands, no faults
+    python benchmarks/engine.py command --n 400 --c 50 --repeats 5 --faults      # with 10% 429 + 5% 500
+
+`command` times whole commands instead, each side a fresh process (interpreter start-up and imports
+counted): `fellowship build RECIPE --stage candidates --no-progress` (the `items` stage built before,
+untimed) against a bare script (`python BARE_SCRIPT`: asyncio + openai, same requests, prompts from a
+JSON file), alternating, a fresh server per run. With `--faults` the server draws 10% HTTP 429
+(`Retry-After: 0`) and 5% HTTP 500 from each request's body; the bare script then retries with the
+SDK's own backoff, up to the same 10 retries, so neither side loses a row.
 
 Results are printed as Markdown tables and merged into benchmarks/results/engine.json.
 """
@@ -295,7 +304,7 @@ def run_fellowship(recipe_path: Path, work: Path, *, profiler: cProfile.Profile 
 
 def limit_cuts(engine) -> int | None:
     """How often the engine's adaptive limiters cut their limit (None if it has no such limiters)."""
-    limiters = getattr(engine, "_limiters", None)
+    limiters = getattr(getattr(engine, "live", None), "limiters", None) or getattr(engine, "_limiters", None)
     if not limiters:
         return None
     return sum(getattr(limiter, "storms", 0) for limiter in limiters.values())
@@ -415,6 +424,128 @@ def speed(ns: list[int], cs: list[int], *, repeats: int, delay: float, work: Pat
             save("speed", f"C{c} N{n} delay{delay:g}", case)
             cases.append(case)
     print_speed(cases)
+    return cases
+
+
+# --- whole commands -------------------------------------------------------------------------------
+
+COMMAND_FAULTS = {"429": 0.10, "500": 0.05}
+
+BARE_SCRIPT = """\
+import asyncio, json, sys
+
+import openai
+
+base_url, prompts_file, concurrency, retries = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+MODEL, TEMPERATURE, MAX_TOKENS, SEED, SAMPLES, TIMEOUT_S = {constants}
+
+
+async def main():
+    prompts = json.load(open(prompts_file))
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=retries, timeout=TIMEOUT_S)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(prompt, sample):
+        async with semaphore:
+            response = await client.chat.completions.create(
+                model=MODEL, messages=[{{"role": "user", "content": prompt}}],
+                temperature=TEMPERATURE, max_tokens=MAX_TOKENS, seed=SEED + sample,
+            )
+        return response.choices[0].message.content
+
+    texts = await asyncio.gather(*(one(p, k) for p in prompts for k in range(SAMPLES)))
+    await client.close()
+    print(len(texts))
+
+
+asyncio.run(main())
+"""
+
+
+def timed_process(command: list[str], env: dict | None = None) -> dict:
+    """Run `command` to its end: wall seconds, CPU seconds (user + system of the child) and its output."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise click.ClickException(f"{shlex.join(command[:3])}... exited with {result.returncode}:\n{result.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def command_case(n: int, c: int, *, repeats: int, delay: float, faults: bool, work: Path) -> dict:
+    """The bare script and `fellowship build --stage candidates`, alternately, `repeats` times each."""
+    source, prompts = write_source(work / "sources", n // SAMPLES)
+    prompts_file = work / "sources" / f"prompts-{len(prompts)}.json"
+    prompts_file.write_text(json.dumps(prompts))
+    script = work / "bare.py"
+    script.write_text(BARE_SCRIPT.format(constants=repr((MODEL, TEMPERATURE, MAX_TOKENS, SEED, SAMPLES, TIMEOUT_S))))
+    rates = COMMAND_FAULTS if faults else None
+    runs: dict[str, list[dict]] = {"bare": [], "fellowship": []}
+    for r in range(repeats):
+        with FakeServer(delay=delay, fault_rates=rates) as server:
+            run = timed_process([sys.executable, str(script), server.base_url, str(prompts_file), str(c),
+                                 str(MAX_RETRIES if faults else 0)])
+            rows = int(run["stdout"].strip() or 0)
+            runs["bare"].append({"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "rows": rows, "server": server.stats()})
+        with FakeServer(delay=delay, fault_rates=rates) as server:
+            folder = work / f"command-c{c}-n{n}-{'faults-' if faults else ''}{r}"
+            recipe = write_recipe(folder, base_url=server.base_url, source=source, prompts=len(prompts), concurrency=c)
+            data_root, cache_dir = folder / "data", folder / "cache"
+            build_items(recipe, data_root)
+            env = {**os.environ, "FELLOWSHIP_DATA_DIR": str(data_root), "FELLOWSHIP_CACHE_DIR": str(cache_dir)}
+            run = timed_process(FELLOWSHIP + ["build", str(recipe), "--stage", "candidates", "--no-progress",
+                                              "--data-dir", str(data_root)], env)
+            rows = pl.read_parquet(candidates_path(data_root)).height
+            runs["fellowship"].append({"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "rows": rows,
+                                       **usage_from_log(run["stderr"]), "server": server.stats()})
+        click.echo(f"  C={c} N={n}{' faults' if faults else ''} repeat {r + 1}: bare {runs['bare'][-1]['wall_s']:.2f}s, "
+                   f"fellowship {runs['fellowship'][-1]['wall_s']:.2f}s", err=True)
+    bare_s = statistics.median(x["wall_s"] for x in runs["bare"])
+    fellowship_s = statistics.median(x["wall_s"] for x in runs["fellowship"])
+    ratios = [f["wall_s"] / b["wall_s"] for b, f in zip(runs["bare"], runs["fellowship"])]
+    all_rows = all(x["rows"] == n for side in runs.values() for x in side)
+    ideal = n / c * delay
+    return {
+        "n": n, "c": c, "delay_s": delay, "faults": rates, "repeats": repeats, "ideal_s": ideal,
+        "bare_s": round(bare_s, 3), "fellowship_s": round(fellowship_s, 3), "ratio": round(fellowship_s / bare_s, 4),
+        "pair_ratios": [round(x, 4) for x in ratios], "median_pair_ratio": round(statistics.median(ratios), 4),
+        "bare_of_ideal": round(bare_s / ideal, 3), "fellowship_of_ideal": round(fellowship_s / ideal, 3),
+        "bare_cpu_s": round(statistics.median(x["cpu_s"] for x in runs["bare"]), 3),
+        "fellowship_cpu_s": round(statistics.median(x["cpu_s"] for x in runs["fellowship"]), 3),
+        "all_rows": all_rows, "ok": fellowship_s / bare_s <= TARGET_SPEED_RATIO and all_rows, "runs": runs,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def print_command(cases: list[dict]) -> None:
+    rows = [[
+        x["c"], x["n"], "10% 429 + 5% 500" if x["faults"] else "none", f"{x['ideal_s']:.1f}",
+        f"{x['bare_s']:.2f} {spread(x['runs']['bare'])}", f"{x['fellowship_s']:.2f} {spread(x['runs']['fellowship'])}",
+        f"{x['ratio']:.3f}", f"{x['median_pair_ratio']:.3f}", f"{x['bare_of_ideal']:.2f} / {x['fellowship_of_ideal']:.2f}",
+        f"{x['bare_cpu_s']:.2f} / {x['fellowship_cpu_s']:.2f}", "yes" if x["all_rows"] else "NO", verdict(x["ok"]),
+    ] for x in cases]
+    print_table(
+        f"Whole commands: median (and range) of {cases[0]['repeats']} alternating runs, server delay {cases[0]['delay_s']:g}s"
+        f" (target: ratio <= {TARGET_SPEED_RATIO})",
+        ["C", "N calls", "faults", "ideal s", "bare s", "fellowship s", "ratio of medians", "median of pair ratios",
+         "of ideal bare / fell.", "CPU s bare / fell.", "all rows", "target"],
+        rows,
+    )
+
+
+def command_runs(ns: list[int], cs: list[int], *, repeats: int, delay: float, faults: bool, work: Path) -> list[dict]:
+    cases = []
+    for c in cs:
+        for n in ns:
+            case = command_case(n, c, repeats=repeats, delay=delay, faults=faults, work=work)
+            save("command", f"C{c} N{n} delay{delay:g}{' faults' if faults else ''}", case)
+            cases.append(case)
+    print_command(cases)
     return cases
 
 
@@ -845,6 +976,19 @@ def speed_command(ctx, ns, cs, repeats, delay):
     """Wall time and CPU per call, bare loop vs fellowship."""
     with workspace(ctx) as work:
         speed([even(n) for n in ns], cs, repeats=repeats, delay=delay, work=work)
+
+
+@cli.command("command")
+@click.option("--n", "ns", multiple=True, default=["400"], callback=int_list, help="Calls, comma-separated  [default: 400].")
+@click.option("--c", "cs", multiple=True, default=["50"], callback=int_list, help="Calls in flight, comma-separated  [default: 50].")
+@click.option("--repeats", default=3, show_default=True, help="Runs of each side, alternating.")
+@click.option("--delay", default=DELAY_S, show_default=True, help="Server seconds per call.")
+@click.option("--faults", is_flag=True, help="The server answers 10% HTTP 429 and 5% HTTP 500.")
+@click.pass_context
+def command_command(ctx, ns, cs, repeats, delay, faults):
+    """Whole commands, each side a fresh process: bare script vs `fellowship build --stage candidates`."""
+    with workspace(ctx) as work:
+        command_runs([even(n) for n in ns], cs, repeats=repeats, delay=delay, faults=faults, work=work)
 
 
 @cli.command("memory")

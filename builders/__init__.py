@@ -1,15 +1,23 @@
-"""Fellowship: preference-optimization datasets built as a DVC pipeline of Parquet tables."""
+"""Fellowship: preference-optimization datasets built as a DVC pipeline of Parquet tables.
 
-from builders.errors import BuildError, MissingKeyError, ProviderError, RecipeError, TableError
-from builders.loader import load_recipe
-from builders.recipe import Recipe
+The names below are imported on first use, so importing any part of the package (the command line
+among them) does not load the whole pipeline."""
 
-__all__ = [
-    "BuildError",
-    "MissingKeyError",
-    "ProviderError",
-    "Recipe",
-    "RecipeError",
-    "TableError",
-    "load_recipe",
-]
+import importlib
+
+_EXPORTS = {
+    "BuildError": "builders.errors",
+    "MissingKeyError": "builders.errors",
+    "ProviderError": "builders.errors",
+    "RecipeError": "builders.errors",
+    "TableError": "builders.errors",
+    "load_recipe": "builders.loader",
+    "Recipe": "builders.recipe",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'builders' has no attribute {name!r}")

@@ -10,7 +10,7 @@ from builders.imported import imported_candidates
 from builders.llm.engine import Engine
 from builders.no_answer import problem
 from builders.recipe import Recipe
-from builders.tables import CANDIDATES, ITEMS, TableWriter, content_id, frame, read_table, scan_table, write_table
+from builders.tables import CANDIDATES, ITEMS, TableWriter, content_id, frame, read_part, read_table, scan_table, write_table
 
 READS = ("items",)
 WRITES = ("candidates",)
@@ -45,17 +45,21 @@ def _row(recipe: Recipe, item_id: str, answer: Answer) -> dict:
     }
 
 
+async def _item_rows(engine: Engine, recipe: Recipe, item: dict) -> list[dict]:
+    answers = await WORKFLOWS[recipe.generation.workflow](engine, recipe, item["prompt"])
+    return [_row(recipe, item["item_id"], a) for a in answers]
+
+
 async def _generate(engine: Engine, recipe: Recipe, data_dir: Path, out: TableWriter) -> None:
     """Every item's answers, streamed to `out` as each item is done (memory stays flat in the items)."""
-    workflow = WORKFLOWS[recipe.generation.workflow]
-
-    async def one(item: dict) -> list[dict]:
-        answers = await workflow(engine, recipe, item["prompt"])
-        return [_row(recipe, item["item_id"], a) for a in answers]
-
     total, items = scan_table(ITEMS, data_dir, columns=["item_id", "prompt"])
-    async for rows in engine.stream((one(i) for i in items), total=total, desc="candidates"):
+    async for rows in engine.stream((_item_rows(engine, recipe, i) for i in items), total=total, desc="candidates"):
         out.write(rows)
+
+
+def models(recipe: Recipe) -> list[str]:
+    g = recipe.generation
+    return [g.generator, *g.reviewers] if g.workflow != "import" else []
 
 
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
@@ -64,6 +68,23 @@ def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
         rows = imported_candidates(recipe, read_table(ITEMS, data_dir))
         write_table(CANDIDATES, frame(CANDIDATES, rows), data_dir)
         return
-    engine.prepare([g.generator, *g.reviewers])
+    engine.prepare(models(recipe))
     with TableWriter(CANDIDATES, data_dir) as out:
         engine.run(_generate(engine, recipe, data_dir, out))
+
+
+# The Ray executor (builders.ray_executor): each task answers a block of items; the parts are
+# committed in the items' order, so the table is the one `build` writes.
+
+def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]) -> list[dict]:
+    """The rows of `items` (a block of the items table, in its order)."""
+    engine.prepare(models(recipe))
+    per_item = engine.run(engine.gather((_item_rows(engine, recipe, i) for i in items), total=len(items), desc="candidates"))
+    return [row for rows in per_item for row in rows]
+
+
+def commit(recipe: Recipe, data_dir: Path, parts: list[Path]) -> None:
+    """The parts (in the items' order) as the table."""
+    with TableWriter(CANDIDATES, data_dir) as out:
+        for part in parts:
+            out.write(read_part(CANDIDATES, part).to_dicts())

@@ -18,7 +18,7 @@ from builders.strategies import presentation_orders
 from builders.llm.engine import Engine
 from builders.prompts import render
 from builders.recipe import Recipe
-from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_table, write_table
+from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_part, read_rows_of, read_table, write_table
 
 READS = ("items", "candidates")
 WRITES = ("debates",)
@@ -67,10 +67,28 @@ async def _run(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: 
     return [turn for turns in per_debate for turn in turns]
 
 
+def models(recipe: Recipe) -> list[str]:
+    debate = recipe.judge.panel.debate
+    return list(debate.referees.values()) if debate else []
+
+
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     rows = []
-    debate = recipe.judge.panel.debate
-    if debate is not None:
-        engine.prepare(debate.referees.values())
+    if recipe.judge.panel.debate is not None:
+        engine.prepare(models(recipe))
         rows = engine.run(_run(engine, recipe, read_table(ITEMS, data_dir), read_table(CANDIDATES, data_dir)))
     write_table(DEBATES, frame(DEBATES, rows), data_dir)
+
+
+# The Ray executor (builders.ray_executor): each task runs the debates of a block of items.
+
+def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]) -> list[dict]:
+    if recipe.judge.panel.debate is None:
+        return []
+    engine.prepare(models(recipe))
+    candidates = read_rows_of(CANDIDATES, data_dir, [i["item_id"] for i in items])
+    return engine.run(_run(engine, recipe, frame(ITEMS, items), candidates))
+
+
+def commit(recipe: Recipe, data_dir: Path, parts: list[Path]) -> None:
+    write_table(DEBATES, pl.concat([read_part(DEBATES, p) for p in parts]) if parts else frame(DEBATES, []), data_dir)

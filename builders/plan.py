@@ -51,7 +51,7 @@ def plan(recipe: Recipe) -> list[Line]:
             if stage not in LLM_STAGES:
                 module.build(recipe, data_dir)
                 continue
-            engine = Engine(recipe, progress=False, stage=stage, dry_run=True)
+            engine = Engine.for_recipe(recipe, progress=False, stage=stage, dry_run=True)
             module.build(recipe, data_dir, engine=engine)
             batch = recipe.stages[stage].batch if stage in recipe.stages else False
             if not engine.by_model:

@@ -299,9 +299,15 @@ class Spending(Strict):
     usd: float = Field(gt=0, le=1_000_000, description="the most the recipe's answers may cost, over all stages, cached ones included")
 
 
+RAY_STAGES = ("candidates", "debates", "scores")  # the stages the Ray executor can run (compare's run in the driver)
+
+
 class StageOptions(Strict):
     batch: bool = Field(False, description="send the stage's calls through the providers' batch APIs (OpenAI, Together)")
     poll_s: float = Field(30.0, ge=0.01, le=3600, description="seconds between checks of a running batch job")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: this process makes the calls; ray: tasks on a Ray cluster do "
+        "(candidates, debates and scores; `fellowship build --executor` overrides it)")
 
 
 class Recipe(Strict):
@@ -318,7 +324,7 @@ class Recipe(Strict):
     # How the calls are made, not what they answer: no stage depends on these two.
     budget: Spending | None = Field(None, description="stop the build before its answers cost more than this")
     stages: dict[Literal["candidates", "debates", "scores", "picks", "matches"], StageOptions] = Field(
-        {}, description="per LLM stage: `batch: true` to use the providers' batch APIs"
+        {}, description="per LLM stage: `batch: true` to use the providers' batch APIs; `executor: ray` to run it on a Ray cluster"
     )
 
     _path: Path = PrivateAttr(default=Path("recipe.yaml"))
@@ -333,6 +339,15 @@ class Recipe(Strict):
         if isinstance(generation, dict) and generation.get("workflow") == "import" and "answers" not in generation:
             generation = {**generation, "answers": [dict(a) for a in BENCHMARK_ANSWERS]}
         return {**data, "generation": generation}
+
+    @field_validator("stages")
+    @classmethod
+    def _ray_stages(cls, v: dict) -> dict:
+        for stage, options in v.items():
+            if options.executor == "ray" and stage not in RAY_STAGES:
+                raise ValueError(f"{stage}: executor `ray` runs only {', '.join(RAY_STAGES)}; "
+                                 f"{stage} runs in the driver (executor `local`)")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -28,7 +28,7 @@ from builders.judging import ask, debate_messages, final_instruction, messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.strategies import JudgeSpec, presentation_orders
-from builders.tables import CANDIDATES, DEBATES, ITEMS, SCORES, content_id, frame, read_table, write_table
+from builders.tables import CANDIDATES, DEBATES, ITEMS, SCORES, content_id, frame, read_part, read_rows_of, read_table, write_table
 
 READS = ("items", "candidates", "debates")
 WRITES = ("scores",)
@@ -157,15 +157,36 @@ def position_means(scores: pl.DataFrame) -> dict[str, list[float]]:
     return {judge: group["mean"].to_list() for (judge,), group in by.group_by("judge", maintain_order=True)}
 
 
+def models(recipe: Recipe) -> list[str]:
+    panel = recipe.judge.panel
+    return list(panel.debate.referees.values()) if panel.debate else list(panel.models)
+
+
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     items = read_table(ITEMS, data_dir)
     candidates = read_table(CANDIDATES, data_dir)
     debates = read_table(DEBATES, data_dir)
-    panel = recipe.judge.panel
-    engine.prepare(panel.debate.referees.values() if panel.debate else panel.models)
-    df = frame(SCORES, engine.run(_score(engine, recipe, items, candidates, debates)))
+    engine.prepare(models(recipe))
+    _write(recipe, data_dir, frame(SCORES, engine.run(_score(engine, recipe, items, candidates, debates))))
+
+
+def _write(recipe: Recipe, data_dir: Path, df: pl.DataFrame) -> None:
     check_failure_budget(recipe, df.unique("call_id"))
     write_table(SCORES, df, data_dir)
     for judge, means in sorted(position_means(df).items()):
         places = ", ".join(f"{chr(65 + i)} {m:.2f}" for i, m in enumerate(means))
         print(f"{recipe.name}: scores: {judge}: mean score by position {places} (share of the scale)", file=sys.stderr)
+
+
+# The Ray executor (builders.ray_executor): each task judges a block of items; the parts are
+# committed as `build` writes the table (the failure budget over every call, sorted by key).
+
+def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]) -> list[dict]:
+    ids = [i["item_id"] for i in items]
+    engine.prepare(models(recipe))
+    return engine.run(_score(engine, recipe, frame(ITEMS, items), read_rows_of(CANDIDATES, data_dir, ids),
+                             read_rows_of(DEBATES, data_dir, ids)))
+
+
+def commit(recipe: Recipe, data_dir: Path, parts: list[Path]) -> None:
+    _write(recipe, data_dir, pl.concat([read_part(SCORES, p) for p in parts]) if parts else frame(SCORES, []))

@@ -14,7 +14,7 @@ from builders import (build_log, candidates, debates, dpo, dpo_feedback, items, 
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.memory import use_system_arrow_pool
-from builders.recipe import LLM_STAGES, Recipe
+from builders.recipe import LLM_STAGES, RAY_STAGES, Recipe
 from builders.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,26 @@ def run_stage(
     data_root: Path | None = None,
     providers: dict[str, Provider] | None = None,
     progress: bool = True,
+    executor: str | None = None,
+    address: str | None = None,
 ) -> Engine | None:
-    """Build one stage's table(s) for `recipe` under `data_root/<recipe name>/`."""
+    """Build one stage's table(s) for `recipe` under `data_root/<recipe name>/`. `executor` (`local`
+    or `ray`, default: the recipe's `stages.<stage>.executor`) says who makes an LLM stage's calls;
+    `address` is the Ray cluster's (builders.ray_executor)."""
     data_dir = (data_root or default_data_root()) / recipe.name
     module = STAGES[stage]
     started = time.perf_counter()
     use_system_arrow_pool()  # freed Arrow buffers go back to the OS (builders.memory)
     engine = None
     if stage in LLM_STAGES:
-        engine = Engine(recipe, providers=providers, progress=progress, stage=stage)
+        engine = Engine.for_recipe(recipe, providers=providers, progress=progress, stage=stage)
         try:
-            module.build(recipe, data_dir, engine=engine)
+            if stage_executor(recipe, stage, executor) == "ray":
+                from builders import ray_executor
+
+                ray_executor.run(recipe, stage, data_dir, engine, address=address, progress=progress)
+            else:
+                module.build(recipe, data_dir, engine=engine)
         finally:
             engine.record_spend()
     else:
@@ -70,6 +79,14 @@ def run_stage(
     print(f"{recipe.name}: {stage}: wrote {written} in {elapsed:.1f}s{usage}", file=sys.stderr)
     build_log.record(data_dir, stage, elapsed, rows, engine)  # kept for the report
     return engine
+
+
+def stage_executor(recipe: Recipe, stage: str, override: str | None) -> str:
+    """`local` or `ray` for `stage`: the command line's choice, else the recipe's (only the stages
+    the Ray executor runs can be sent to it; compare's run in the driver)."""
+    if stage not in RAY_STAGES:
+        return "local"
+    return override or (recipe.stages[stage].executor if stage in recipe.stages else "local")
 
 
 def _rows(path: Path) -> int:

@@ -5,8 +5,8 @@ schema and primary key and replaces the file atomically, so a killed build never
 Every file is written to a hidden temporary file of its own writer (`temp_path`) that only that
 writer removes; a failed write (a full disk) is one line naming the file, and leaves nothing behind.
 A table that cannot be read (a damaged file) is one line naming it and the command that rebuilds it.
-Tables are sorted by primary key, except those a stage streams (`TableWriter`: `candidates` of a
-generating workflow), which are in their items' order.
+Tables are sorted by primary key, except `items` (in the source's order) and those a stage streams
+(`TableWriter`: `candidates` of a generating workflow), which are in their items' order.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ ITEMS = Table(
         Column("source_row", pl.Int64, "0-based row number in the source"),
         Column("source_id", pl.String, "the source's own id (`source.id_column`), if any", nullable=True),
     ),
+    order_by=("source_row",),  # the source's order: stages send their calls in it (a retried prompt is not left to the end)
 )
 
 CANDIDATES = Table(
@@ -669,6 +670,30 @@ def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = N
             raise _unreadable(table, path, e) from None
 
     return file.metadata.num_rows, rows()
+
+
+def read_rows_of(table: Table, data_dir: Path | str, item_ids: list[str]) -> pl.DataFrame:
+    """The rows of `table` whose `item_id` is one of `item_ids`, in the table's order (a Ray task
+    reads only its block's rows of a table the whole stage depends on)."""
+    path = table.path(data_dir)
+    if not path.exists():
+        raise TableError(f"{path} does not exist: run `{_command(table, path)}` first")
+    try:
+        df = pl.scan_parquet(path).filter(pl.col("item_id").is_in(item_ids)).collect()
+    except Exception as e:
+        raise _unreadable(table, path, e) from None
+    check(table, df)
+    return df
+
+
+def read_part(table: Table, path: Path) -> pl.DataFrame:
+    """A part of `table` a Ray task wrote (builders.ray_executor), checked against the table's schema."""
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:
+        raise TableError(f"{path}: a part of the {table.name} table that cannot be read ({first_line(e)}); build the stage again") from None
+    check(table, df)
+    return df
 
 
 def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
 from builders.stages import BUILT_TABLES
 from builders.tables import TABLES
-from conftest import ROOT, fellowship, tiny_recipe
+from conftest import ROOT, fellowship, run, tiny_recipe
 
 
 @pytest.fixture
@@ -95,3 +96,21 @@ def test_sql_refuses_statements_that_write(two_recipes, tmp_path):
 def test_sql_without_tables_says_what_to_run(tmp_path):
     result = fellowship("sql", "select 1", "--data-dir", str(tmp_path / "empty"), cwd=tmp_path, check=False)
     assert result.returncode == 1 and "no tables under" in result.stderr and "fellowship build" in result.stderr
+
+
+def test_the_command_list_matches_each_commands_own_help_and_loads_no_command():
+    import importlib
+
+    import click
+
+    from builders.cli import COMMANDS, cli
+
+    for name, (module, first_paragraph) in COMMANDS.items():
+        importlib.import_module(module)
+        own = cli.commands[name].get_short_help_str(limit=1000)
+        assert click.Command(name, help=first_paragraph).get_short_help_str(limit=1000) == own, name
+    probe = ("import sys; from builders.cli import main; sys.argv = ['fellowship', '--help']\n"
+             "try:\n    main()\nfinally:\n"
+             "    print(sorted(m for m in sys.modules if m.startswith(('builders.', 'polars', 'pydantic', 'openai'))))")
+    out = run([sys.executable, "-c", probe], cwd=ROOT).stdout
+    assert "Commands:" in out and out.strip().splitlines()[-1] == "['builders.cli', 'builders.errors', 'builders.redact']"

@@ -38,7 +38,7 @@ def test_queued_in_process_calls_do_not_time_out(project):
     # queueing counted, the later calls would time out and be retried behind threads that cannot stop
     recipe = load_recipe(tiny_recipe(project, extra=", timeout_s: 0.5, concurrency: 8, max_retries: 0"))
     providers = {name: SlowInProcess(recipe.models[name]) for name in ("writer", "judge")}
-    engine = Engine(recipe, providers=providers, progress=False)
+    engine = Engine.for_recipe(recipe, providers=providers, progress=False)
 
     async def calls():
         jobs = [engine.chat(name, [{"role": "user", "content": f"q{k}"}]) for k in range(4) for name in ("writer", "judge")]
@@ -59,7 +59,7 @@ def test_a_failing_item_stops_new_calls_but_lets_calls_in_flight_finish_and_be_c
     with FakeOpenAIServer(delay_s=0.2) as server:
         recipe = load_recipe(tiny_recipe(project, provider="openai-compatible", model="m",
                                          extra=f", base_url: '{server.base_url}', concurrency: 4"))
-        engine = Engine(recipe, progress=False)
+        engine = Engine.for_recipe(recipe, progress=False)
 
         async def item(k):
             if k == 3:
@@ -68,7 +68,7 @@ def test_a_failing_item_stops_new_calls_but_lets_calls_in_flight_finish_and_be_c
             first = await engine.chat("writer", [{"role": "user", "content": f"q{k}"}])
             return await engine.chat("writer", [{"role": "user", "content": first.text}])  # never sent
 
-        engine._window = 4
+        engine.window = 4
         try:
             engine.run(engine.gather((item(k) for k in range(40)), total=40, desc="t"))
         except BuildError as e:
@@ -81,7 +81,7 @@ def test_a_failing_item_stops_new_calls_but_lets_calls_in_flight_finish_and_be_c
 
 def test_results_come_back_in_the_jobs_order_whatever_order_they_finish_in(project):
     recipe = load_recipe(tiny_recipe(project))
-    engine = Engine(recipe, progress=False)
+    engine = Engine.for_recipe(recipe, progress=False)
 
     async def job(k):
         await asyncio.sleep((7 * k % 10) / 1000)

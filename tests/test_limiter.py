@@ -98,14 +98,14 @@ def test_engine_adapts_to_a_server_that_limits_calls_in_flight(project):
     with FakeOpenAIServer(delay_s=0.05, max_in_flight=4, retry_after_s=0.05) as server:
         recipe = load_recipe(tiny_recipe(project, provider="openai-compatible", model="m",
                                          extra=f", base_url: '{server.base_url}', concurrency: 16, max_retries: 30"))
-        engine = Engine(recipe, progress=False)
+        engine = Engine.for_recipe(recipe, progress=False)
 
         async def calls():
             return await engine.gather(
                 (engine.chat("writer", [{"role": "user", "content": f"q{k}"}]) for k in range(40)), total=40, desc="t")
 
         answers = engine.run(calls())
-        limiter = next(iter(engine._limiters.values()))
+        limiter = next(iter(engine.live.limiters.values()))
     assert len(answers) == 40 and all(a.text for a in answers)
     assert server.completed == 40 and server.peak_in_flight <= 4
     assert limiter.storms >= 1 and limiter.limit < 16
@@ -122,7 +122,7 @@ def test_one_models_storm_does_not_hold_up_another_model(project):
             f"  judge: {{provider: openai-compatible, model: m, base_url: '{calm.base_url}', concurrency: 8}}",
         )
         recipe = load_recipe(write_recipe(project, "tiny", text))
-        engine = Engine(recipe, progress=False)
+        engine = Engine.for_recipe(recipe, progress=False)
         done: dict[str, list[float]] = {"writer": [], "judge": []}
 
         async def call(model, k):

@@ -31,18 +31,18 @@ def test_default_model_is_joined_from_its_chunks_and_checked(model_path):
 def test_one_prompt_is_answered_deterministically(project, tmp_path, model_path):
     recipe = load_recipe(tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 24"))
     question = [{"role": "user", "content": "Name the largest planet of the solar system."}]
-    first = Engine(recipe, cache=ResponseCache(tmp_path / "a"), progress=False)
+    first = Engine.for_recipe(recipe, cache=ResponseCache(tmp_path / "a"), progress=False)
     answer = first.run(first.chat("writer", question))
     assert "Jupiter" in answer.text
     assert answer.tokens_in > 5 and 0 < answer.tokens_out <= 24 and not answer.cached
-    second = Engine(recipe, cache=ResponseCache(tmp_path / "b"), progress=False)
+    second = Engine.for_recipe(recipe, cache=ResponseCache(tmp_path / "b"), progress=False)
     assert second.run(second.chat("writer", question)).text == answer.text
 
 
 def test_grammar_makes_the_judge_answer_parseable(project, tmp_path, model_path):
     recipe = load_recipe(tiny_recipe(project, provider="local", model="default", extra=", max_tokens: 120"))
     conversation = messages(recipe, "What is 2 + 2?", ["4", "5"])
-    engine = Engine(recipe, cache=ResponseCache(tmp_path / "c"), progress=False)
+    engine = Engine.for_recipe(recipe, cache=ResponseCache(tmp_path / "c"), progress=False)
     answer = engine.run(engine.chat("judge", conversation.messages, output=JudgeSpec.of(recipe.judge.panel).output_format(2)))
     judgment = parse_judgment(answer.text, strategy="combined", scale=10, n=2)
     assert judgment.ok, answer.text
@@ -58,7 +58,7 @@ def test_structured_json_verdict_from_the_local_model(project, tmp_path, model_p
     path.write_text(path.read_text().replace("    models: [judge]\n", "    models: [judge]\n    structured: true\n"))
     recipe = load_recipe(path)
     conversation = messages(recipe, "What is 2 + 2?", ["4", "5"])
-    engine = Engine(recipe, cache=ResponseCache(tmp_path / "d"), progress=False)
+    engine = Engine.for_recipe(recipe, cache=ResponseCache(tmp_path / "d"), progress=False)
     answer = engine.run(engine.chat("judge", conversation.messages, output=JudgeSpec.of(recipe.judge.panel).output_format(2)))
     assert answer.text.lstrip().startswith("{")
     assert parse_judgment(answer.text, strategy="combined", scale=10, n=2).ok, answer.text
@@ -76,7 +76,7 @@ def _expected_judge(project):
 def test_expected_scores_from_the_local_model(project, tmp_path, model_path):
     recipe, spec = _expected_judge(project)
     conversation = messages(recipe, "What is the capital of France?", ["Paris.", "I do not know."])
-    engine = Engine(recipe, cache=ResponseCache(tmp_path / "e"), progress=False)
+    engine = Engine.for_recipe(recipe, cache=ResponseCache(tmp_path / "e"), progress=False)
     answer = engine.run(ask(engine, spec, "judge", conversation, 2))
     assert answer.ok, answer.raw
     written = parse_judgment(answer.raw, strategy="combined", scale=10, n=2).scores
@@ -95,6 +95,6 @@ def test_a_prompt_scores_the_same_whatever_was_asked_before(project, tmp_path, m
     other = messages(recipe, "Name a primary colour.", ["Blue.", "Red."])  # shares a long prefix with `first`
     runs = []
     for k, order in enumerate([[first], [other, first]]):
-        engine = Engine(recipe, cache=ResponseCache(tmp_path / f"run{k}"), progress=False)
+        engine = Engine.for_recipe(recipe, cache=ResponseCache(tmp_path / f"run{k}"), progress=False)
         runs.append([engine.run(ask(engine, spec, "judge", c, 2)) for c in order][-1])
     assert runs[0].judgment.scores == runs[1].judgment.scores  # bit for bit, not only close

@@ -44,7 +44,7 @@ def provider(request, monkeypatch) -> str:
 def make_engine(project, server, provider: str, extra: str = "") -> Engine:
     """An engine for the tiny recipe with every role on `provider`/gpt-test at the fake server."""
     path = tiny_recipe(project, provider=provider, model="gpt-test", extra=f", base_url: '{server.base_url}'{extra}")
-    return Engine(load_recipe(path), progress=False)
+    return Engine.for_recipe(load_recipe(path), progress=False)
 
 
 def ask(engine: Engine, messages=MESSAGES):

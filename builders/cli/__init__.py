@@ -4,6 +4,7 @@ traceback of a bug) passes through `builders.redact` first."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -24,7 +25,47 @@ def resolve_recipe_path(recipe: str) -> Path:
     return Path("recipes") / f"{recipe}.yaml"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# name -> (module defining it, the first paragraph of its help). A command's module is imported only
+# when the command runs (or shows its own help), so `fellowship --help` loads none of the pipeline;
+# tests/test_cli.py checks these lines against the commands' own help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("builders.cli.build", "Build RECIPE's tables under data/<recipe>/: items, candidates, labels, debates, scores, "
+              "verdicts, dpo, kto, dpo_feedback, kto_feedback (preferences over the reviewer's feedback); for a benchmark "
+              "recipe, then its meta-evaluation (see `fellowship meta-eval`)."),
+    "meta-eval": ("builders.cli.meta_eval", "Measure benchmark RECIPES' judges against the human labels (no LLM calls)."),
+    "plan": ("builders.cli.plan", "Calls, tokens and cost of building RECIPE, per stage and model, before any call is made."),
+    "publish": ("builders.cli.publish", "Push RECIPE's dpo and kto tables (and dpo_feedback, kto_feedback when a feedback "
+                "loop gave them rows) to the Hugging Face Hub as configs of one dataset, in TRL's export.format, with a "
+                "dataset card (README.md) that tells how they were made."),
+    "report": ("builders.cli.report", "Write RECIPE's report, data/<recipe>/report.html: one self-contained page (no network needed)."),
+    "sql": ("builders.cli.sql", "Run a DuckDB QUERY over the tables; each table is a view with an extra `recipe` column."),
+    "tables": ("builders.cli.tables", "Describe the tables: grain, primary key and every column (all tables, or NAMES)."),
+    "validate": ("builders.cli.validate", "Check RECIPES (names or paths) without calling any model."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when used (`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(COMMANDS[name][0])  # its decorator registers it on `cli`
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from `COMMANDS`, without importing any command."""
+        shown = {name: self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])
+                 for name in self.list_commands(ctx)}
+        if shown:
+            limit = formatter.width - 6 - max(map(len, shown))
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in shown.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
 @click.version_option(package_name="fellowship")
 def cli(verbose: bool) -> None:
@@ -46,8 +87,6 @@ def _redact_record(record: logging.LogRecord) -> bool:
 
 
 def main() -> None:
-    from builders.cli import build, meta_eval, plan, publish, report, sql, tables, validate  # noqa: F401  (registers the commands)
-
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:

@@ -1,5 +1,6 @@
-"""Batch jobs for a stage marked `batch: true`: its calls go to the provider's batch API (about half
-the price, answers within 24 hours) instead of one request each.
+"""The batch transport, for a stage marked `batch: true`: its calls go to the provider's batch API
+(about half the price, answers within 24 hours) instead of one request each. It is the engine's
+other transport beside the live one (`builders.llm.engine.LiveTransport`), behind the same call path.
 
 The stage's workflows run as usual; each call that misses the cache waits here instead of going out.
 When no new call has arrived for a moment (every running job of the stage is waiting for an answer),
@@ -48,23 +49,27 @@ def _future() -> asyncio.Future:
     return future
 
 
-class Batcher:
-    def __init__(self, engine):
-        self.engine = engine
+class BatchTransport:
+    """Built from what it uses: the engine's config (models, the stage's `poll_s`), its providers,
+    response cache (answers and the journal), usage counters, and the live transport (for lines a
+    job could not answer)."""
+
+    def __init__(self, config, providers, cache, usage, live):
+        self.config, self.providers, self.cache, self.usage, self.live = config, providers, cache, usage, live
         self.pending: dict[str, _Call] = {}  # by cache key, not yet sent
         self.sent: dict[str, _Call] = {}  # in a job
         self._flusher: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def endpoint(self, model: str) -> str:
-        spec = self.engine.spec(model)
+        spec = self.config.spec(model)
         return json.dumps([spec.provider, spec.model, spec.base_url])
 
-    async def complete(self, model: str, key: str, messages, sampling, output, sample_index) -> tuple[Completion, float]:
+    async def send(self, model: str, key: str, messages, sampling, output, sample_index) -> tuple[Completion, float]:
         started = time.perf_counter()
         call = self.pending.get(key) or self.sent.get(key)
         if call is None:
-            body = self.engine._providers[model].request(messages, sampling, output, sample_index)
+            body = self.providers.get(model).request(messages, sampling, output, sample_index)
             call = self.pending[key] = _Call(model, body, (messages, sampling, output, sample_index))
             self._wake_sender()
         completion = await asyncio.shield(call.future)
@@ -95,8 +100,8 @@ class Batcher:
     async def _send(self, endpoint: str, calls: dict[str, _Call]) -> None:
         """Resume the journaled jobs holding any of `calls`, start jobs for the rest, and answer them."""
         model = next(iter(calls.values())).model
-        api = self.engine._providers[model].batch_api
-        cache = self.engine.cache
+        api = self.providers.get(model).batch_api
+        cache = self.cache
         try:
             jobs, covered = [], set()
             for file_id, job_id, keys in cache.journal_open(endpoint):
@@ -122,24 +127,24 @@ class Batcher:
             job_id = await self._retried(model, api.find, file_id)
             if job_id is None:
                 job_id = await self._retried(model, api.create, file_id, {"fellowship": endpoint[:500]})
-                self.engine.usage.batch_jobs += 1
+                self.usage.batch_jobs += 1
             else:
-                self.engine.usage.batch_jobs_resumed += 1
-            self.engine.cache.journal_submit(file_id, job_id)
+                self.usage.batch_jobs_resumed += 1
+            self.cache.journal_submit(file_id, job_id)
         else:
-            self.engine.usage.batch_jobs_resumed += 1
+            self.usage.batch_jobs_resumed += 1
         log.info("batch job %s (%d requests) for %s", job_id, len(keys), model)
         submitted = time.perf_counter()
         state = await self._retried(model, api.state, job_id)
         while state.state == "running":
-            await asyncio.sleep(self.engine.options.poll_s)
+            await asyncio.sleep(self.config.options.poll_s)
             state = await self._retried(model, api.state, job_id)
         results = await self._results(model, api, state)
         latency = time.perf_counter() - submitted
         for key, result in results.items():
             if isinstance(result, Completion):
-                self.engine.cache.put(key, result, latency)
-        self.engine.cache.journal_done(file_id)
+                self.cache.put(key, result, latency)
+        self.cache.journal_done(file_id)
         if state.state == "failed":
             raise ProviderError(f"model '{model}': batch job {job_id} failed ({state.detail})", retryable=False)
         for key in keys:
@@ -172,7 +177,7 @@ class Batcher:
 
         async def live() -> None:
             try:
-                completion, _ = await self.engine._call_with_retries(call.model, self.engine.spec(call.model), *call.args)
+                completion, _ = await self.live.send(call.model, key, *call.args)
                 call.future.set_result(completion)
             except BaseException as e:
                 call.future.set_exception(e)
@@ -183,7 +188,7 @@ class Batcher:
 
     async def _retried(self, model: str, method, *args):
         """A batch-API request, retried like a call on connection errors, 429s and 5xx."""
-        spec, sdk = self.engine.spec(model), self.engine._providers[model].sdk
+        spec, sdk = self.config.spec(model), self.providers.get(model).sdk
         for attempt in range(spec.max_retries + 1):
             try:
                 return await method(*args)
@@ -194,6 +199,6 @@ class Batcher:
                 retryable, error = True, "connection failed"
             if not retryable or attempt == spec.max_retries:
                 raise ProviderError(f"model '{model}': batch API {method.__name__}: {error}", retryable=False)
-            self.engine.usage.retries += 1
+            self.usage.retries += 1
             await asyncio.sleep(min(60.0, retry_base() * 2**attempt))
         raise AssertionError("unreachable")

@@ -8,6 +8,14 @@ as soon as it arrives: a killed build loses no paid call.
 
 A cache that cannot be used (a damaged file, a full disk, a folder that is not writable) is one
 line naming the file and what to do, never a traceback.
+
+Across machines (the Ray executor, `builders.ray_executor`), the cache folder is on storage every
+node sees. A Ray task never writes `responses.sqlite`: it writes a part of its own,
+`parts/<recipe>/<stage>/<block>-<attempt>.sqlite` (SQLite's rollback journal, not WAL, so a network
+file system serves it; one writer per part), and looks a call up in `responses.sqlite` (read-only),
+then in its own part, then in the parts earlier attempts at the same block left (a task retried
+after its worker died finds what the dead attempt stored). The driver merges the parts into
+`responses.sqlite` when the stage commits, and at the start of the next run after a driver was killed.
 """
 
 from __future__ import annotations
@@ -64,22 +72,45 @@ def _advice(e: Exception) -> str:
             "or point FELLOWSHIP_CACHE_DIR at another folder")
 
 
+PARTS = "parts"
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    db.execute("create table if not exists responses (key text primary key, completion text not null, latency_s real not null)")
+    db.execute(
+        "create table if not exists batch_jobs (file_id text primary key, endpoint text not null, "
+        "job_id text, keys text not null, state text not null)"
+    )
+
+
 class ResponseCache:
-    def __init__(self, directory: Path | str | None = None):
+    def __init__(self, directory: Path | str | None = None, *, part: tuple[str, str] | None = None):
+        """The cache in `directory`; with `part` = (group, block), a Ray task's view of it: its writes
+        go to a new part of `block` in `parts/<group>/`, its lookups see the shared cache and the
+        parts of `block` already there."""
         directory = Path(directory) if directory is not None else default_cache_dir()
+        self.directory = directory
         self.path = directory / "responses.sqlite"
+        self._readers: list[sqlite3.Connection] = []
         with self._guard():
             directory.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("pragma journal_mode=wal")
-            self._db.execute("pragma synchronous=normal")
-            self._db.execute(
-                "create table if not exists responses (key text primary key, completion text not null, latency_s real not null)"
-            )
-            self._db.execute(
-                "create table if not exists batch_jobs (file_id text primary key, endpoint text not null, "
-                "job_id text, keys text not null, state text not null)"
-            )
+            if part is None:
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._db.execute("pragma journal_mode=wal")
+                self._db.execute("pragma synchronous=normal")
+                _create_tables(self._db)
+                return
+            group, block = part
+            folder = directory / PARTS / group
+            folder.mkdir(parents=True, exist_ok=True)
+            earlier = sorted(folder.glob(f"{block}-*.sqlite"))
+            own = folder / f"{block}-{os.getpid()}-{os.urandom(4).hex()}.sqlite"
+            self._db = sqlite3.connect(own, isolation_level=None, check_same_thread=False)
+            self._db.execute("pragma journal_mode=delete")
+            _create_tables(self._db)
+            for path in ([self.path] if self.path.exists() else []) + earlier:
+                reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+                self._readers.append(reader)
 
     @contextmanager
     def _guard(self):
@@ -95,6 +126,15 @@ class ResponseCache:
 
     def get(self, key: str) -> tuple[Completion, float] | None:
         rows = self._query("select completion, latency_s from responses where key = ?", (key,))
+        for reader in self._readers:
+            if rows:
+                break
+            with self._guard():
+                try:
+                    rows = reader.execute("select completion, latency_s from responses where key = ?", (key,)).fetchall()
+                except sqlite3.OperationalError as e:  # a part a killed attempt left before creating its table
+                    if "no such table" not in str(e):
+                        raise
         if not rows:
             return None
         with self._guard():
@@ -128,6 +168,36 @@ class ResponseCache:
     def __len__(self) -> int:
         return self._query("select count(*) from responses")[0][0]
 
+    def merge_parts(self, group: str) -> int:
+        """Move every part in `parts/<group>/` into this cache (answers a part holds that this cache
+        has too are the same answer); returns the answers added. Parts that cannot be read are
+        left where they are, named in the error."""
+        folder = self.directory / PARTS / group
+        added = 0
+        for path in sorted(folder.glob("*.sqlite")) if folder.exists() else []:
+            before = len(self)
+            with self._guard():
+                try:
+                    self._db.execute("attach database ? as part", (f"file:{path}?mode=ro",))
+                except sqlite3.OperationalError:  # an older SQLite without URI filenames in attach
+                    self._db.execute("attach database ? as part", (str(path),))
+                try:
+                    tables = {r[0] for r in self._db.execute("select name from part.sqlite_master where type = 'table'")}
+                    self._db.execute("begin")
+                    if "responses" in tables:
+                        self._db.execute("insert or ignore into responses select key, completion, latency_s from part.responses")
+                    if "batch_jobs" in tables:
+                        self._db.execute("insert or replace into batch_jobs select * from part.batch_jobs")
+                    self._db.execute("commit")
+                finally:
+                    self._db.execute("detach database part")
+            added += len(self) - before
+            for leftover in (path, path.with_name(path.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+        return added
+
     def close(self) -> None:
         with self._guard():
             self._db.close()
+            for reader in self._readers:
+                reader.close()

@@ -7,9 +7,15 @@ it is done (`stream`) or all of them in order (`gather`). Each job makes its cal
 1. the response cache answers calls made before (in any build);
 2. a dry run (`fellowship plan`) answers the rest with a stand-in of the longest possible answer;
 3. the budget reserves the call's worst-case cost, or stops the build;
-4. in a stage marked `batch: true`, the call joins the provider's next batch job (builders.llm.batch);
-5. otherwise the call waits for its model's adaptive limiter (builders.llm.limiter) and goes out,
-   retried with backoff on 429, 5xx, timeouts, dropped connections and broken bodies.
+4. the call goes out through one of two transports behind the same call path: in a stage marked
+   `batch: true`, to a model whose provider has a batch API, the batch transport (the provider's next
+   batch job, builders.llm.batch); otherwise the live one: the call waits for its model's adaptive
+   limiter (builders.llm.limiter) and goes out, retried with backoff on 429, 5xx, timeouts, dropped
+   connections and broken bodies.
+
+The engine is built from an `EngineConfig` (builders.llm.config: the models, the stage's options,
+the budget, the cache folder, dry run), never from the whole recipe, so a Ray task builds the same
+engine from what it is given.
 
 Every answer, new or cached, is redacted (`builders.redact`) before it is cached or used: a provider
 may echo the request's credentials.
@@ -38,9 +44,10 @@ from builders.llm.budget import Budget, Ledger, estimate_tokens
 from builders.llm.cache import ResponseCache, cache_key
 from builders.llm.fake import auto_answer, fake_logprobs
 from builders.llm.limiter import AdaptiveLimiter
+from builders.llm.config import EngineConfig, engine_config
 from builders.llm.registry import create_provider, identity, provider_class
 from builders.llm.types import TOP_LOGPROBS, ChatResponse, Completion, Message, OutputFormat, Provider
-from builders.recipe import ModelSpec, Recipe, StageOptions
+from builders.recipe import ModelSpec, Recipe
 from builders.redact import redact
 
 log = logging.getLogger(__name__)
@@ -93,77 +100,167 @@ def _redacted(c: Completion) -> Completion:
     return c if text == c.text else dataclasses.replace(c, text=text, logprobs=None)
 
 
-class Engine:
-    def __init__(
-        self,
-        recipe: Recipe,
-        *,
-        providers: dict[str, Provider] | None = None,
-        cache: ResponseCache | None = None,
-        progress: bool = True,
-        stage: str | None = None,
-        dry_run: bool = False,
-    ):
-        self.recipe = recipe
-        self.stage = stage
-        self.options = recipe.stages.get(stage, StageOptions()) if stage else StageOptions()
-        self.dry_run = dry_run
-        self._providers: dict[str, Provider] = dict(providers or {})
-        self._limiters: dict[tuple, AdaptiveLimiter] = {}
-        self._identities: dict[str, dict] = {}
-        self._batch_models: dict[str, bool] = {}
-        self.cache = cache if cache is not None else ResponseCache()
-        self.progress = progress
-        self.usage = Usage()
-        self.by_model: dict[str, Usage] = {}  # the same, per recipe model
-        self.ledger = Ledger(self.cache.path.parent, recipe.name)
-        spent = self.ledger.read()  # a damaged ledger stops the stage here, before any call
-        self.budget = None
-        if recipe.budget is not None:
-            earlier = sum(usd for s, usd in spent.items() if s != stage)
-            self.budget = Budget(recipe.budget.usd, earlier_usd=earlier)
-        self._stop: BaseException | None = None
-        self._batcher = None
-        # jobs alive at once: enough to keep every model's calls busy, few enough to bound memory (a
-        # dry run waits for no call: a small window, whatever the recipe's concurrency)
-        if dry_run:
-            self._window = DRY_RUN_WINDOW
-        else:
-            self._window = BATCH_WINDOW if self.options.batch else max(64, 4 * sum(s.concurrency for s in recipe.models.values()))
+class Providers:
+    """The providers an engine calls, created on first use (so a missing key fails before any call)."""
 
-    def spec(self, model: str) -> ModelSpec:
-        return self.recipe.models[model]
+    def __init__(self, config: EngineConfig, given: dict[str, Provider] | None = None):
+        self.config = config
+        self._made: dict[str, Provider] = dict(given or {})
 
     def prepare(self, models: Iterable[str]) -> None:
-        """Create the providers a stage needs, so a missing key fails before any call is made."""
-        if self.dry_run:
-            return
         for name in models:
-            if name not in self._providers:
-                self._providers[name] = create_provider(name, self.spec(name))
+            self.get(name)
+
+    def get(self, model: str) -> Provider:
+        if model not in self._made:
+            self._made[model] = create_provider(model, self.config.spec(model))
+        return self._made[model]
+
+    def runs_in_process(self, model: str) -> bool:
+        made = self._made.get(model)
+        return (type(made) if made is not None else provider_class(self.config.spec(model))).runs_in_process
+
+
+class Stop:
+    """The stage's stop flag: the first failure of any job; no new call starts once it is set."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise Stopped("stopped")
+
+
+class LiveTransport:
+    """One request per call, through the model's adaptive limiter, retried with backoff."""
+
+    def __init__(self, config: EngineConfig, providers: Providers, usage: Usage, stop: Stop):
+        self.config, self.providers, self.usage, self.stop = config, providers, usage, stop
+        self.limiters: dict[tuple, AdaptiveLimiter] = {}
 
     def limiter(self, model: str) -> AdaptiveLimiter:
         """The limiter of the model `model` names, shared by every recipe name for it. Its ceiling is
         the highest `concurrency` among those names; a provider that runs the model in this process,
         one call at a time (`runs_in_process`), gets one slot, taken before the call's timeout starts,
         so queueing never counts against the timeout."""
-        spec = self.spec(model)
+        spec = self.config.spec(model)
         key = (spec.provider, spec.model, spec.base_url)
-        if key not in self._limiters:
-            if getattr(self._providers.get(model), "runs_in_process", False):
+        if key not in self.limiters:
+            if self.providers.runs_in_process(model):
                 ceiling = 1
             else:
-                ceiling = max(s.concurrency for s in self.recipe.models.values() if (s.provider, s.model, s.base_url) == key)
-            self._limiters[key] = AdaptiveLimiter(ceiling)
-        return self._limiters[key]
+                ceiling = max(s.concurrency for s in self.config.models.values() if (s.provider, s.model, s.base_url) == key)
+            self.limiters[key] = AdaptiveLimiter(ceiling)
+        return self.limiters[key]
+
+    async def send(
+        self, model: str, key: str, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int
+    ) -> tuple[Completion, float]:
+        """One call, retried; returns the completion and the seconds from its first sending to its
+        answer (time queued for the limiter not included). Waiting to retry holds no slot."""
+        spec = self.config.spec(model)
+        provider, limiter = self.providers.get(model), self.limiter(model)
+        first_sent = None
+        for attempt in range(spec.max_retries + 1):
+            await limiter.acquire(first=attempt > 0)
+            if self.stop.error is not None:
+                limiter.release()
+                raise Stopped("stopped")
+            sent = time.perf_counter()
+            first_sent = first_sent or sent
+            try:
+                async with asyncio.timeout(spec.timeout_s):  # no extra task per call, unlike wait_for
+                    completion = await provider.complete(messages, sampling=sampling, output=output, sample_index=sample_index)
+                limiter.succeeded(time.perf_counter() - sent, completion.ratelimit)
+                return completion, time.perf_counter() - first_sent
+            except TimeoutError:
+                error = ProviderError(f"timed out after {spec.timeout_s:g}s", retryable=True)
+            except ProviderError as e:
+                error = e
+            finally:
+                limiter.release()
+            if error.rate_limited:
+                limiter.rate_limited(error.retry_after)
+            if not error.retryable or attempt == spec.max_retries:
+                raise ProviderError(
+                    f"model '{model}' ({spec.provider}/{spec.model}): {error} "
+                    f"(after {attempt + 1} attempt{'s' if attempt else ''})",
+                    retryable=False,
+                ) from error
+            delay = retry_delay(attempt, error.retry_after)
+            log.debug("model %s: %s; retrying in %.2fs", model, error, delay)
+            self.usage.retries += 1
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        providers: dict[str, Provider] | None = None,
+        cache: ResponseCache | None = None,
+        progress: bool = True,
+    ):
+        self.config = config
+        self.stage = config.stage
+        self.options = config.options
+        self.dry_run = config.dry_run
+        self.providers = Providers(config, providers)
+        self._identities: dict[str, dict] = {}
+        self._batch_models: dict[str, bool] = {}
+        self.cache = cache if cache is not None else ResponseCache(config.cache_dir)
+        self.progress = progress
+        self.usage = Usage()
+        self.by_model: dict[str, Usage] = {}  # the same, per recipe model
+        self.ledger = Ledger(self.cache.path.parent, config.recipe)
+        # a damaged ledger stops the stage here, before any call
+        spent = self.ledger.read() if config.spent_usd is None else None
+        self.budget = None
+        if config.budget_usd is not None:
+            earlier = config.spent_usd if spent is None else sum(usd for s, usd in spent.items() if s != config.stage)
+            self.budget = Budget(config.budget_usd, earlier_usd=earlier)
+        self.stop = Stop()
+        self.live = LiveTransport(config, self.providers, self.usage, self.stop)
+        self._batch = None
+        # jobs alive at once: enough to keep every model's calls busy, few enough to bound memory (a
+        # dry run waits for no call: a small window, whatever the recipe's concurrency)
+        if config.dry_run:
+            self.window = DRY_RUN_WINDOW
+        else:
+            self.window = BATCH_WINDOW if self.options.batch else max(64, 4 * sum(s.concurrency for s in config.models.values()))
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, *, stage: str | None = None, dry_run: bool = False, **kwargs) -> Engine:
+        """The engine of `recipe`'s stage `stage` (`engine_config`)."""
+        return cls(engine_config(recipe, stage=stage, dry_run=dry_run), **kwargs)
+
+    def spec(self, model: str) -> ModelSpec:
+        return self.config.spec(model)
+
+    def prepare(self, models: Iterable[str]) -> None:
+        """Create the providers a stage needs, so a missing key fails before any call is made."""
+        if not self.dry_run:
+            self.providers.prepare(models)
 
     def _batched(self, model: str) -> bool:
         """True when `model`'s calls in this stage go through its provider's batch API (worked out
         once per model: it is asked twice a call)."""
         if model not in self._batch_models:
-            has_api = getattr(provider_class(self.spec(model)), "batch_api_class", None) is not None
+            has_api = provider_class(self.spec(model)).batch_api_class is not None
             self._batch_models[model] = self.options.batch and has_api
         return self._batch_models[model]
+
+    def _transport(self, model: str):
+        if not self._batched(model):
+            return self.live
+        if self._batch is None:
+            from builders.llm.batch import BatchTransport
+
+            self._batch = BatchTransport(self.config, self.providers, self.cache, self.usage, self.live)
+        return self._batch
 
     def _price_share(self, model: str) -> float:
         return self.spec(model).price.batch if self._batched(model) else 1.0
@@ -177,8 +274,7 @@ class Engine:
         max_tokens: int | None = None,
     ) -> ChatResponse:
         """One call; `max_tokens` lowers the model's own limit for answers known to be short."""
-        if self._stop is not None:
-            raise Stopped("stopped")
+        self.stop.check()
         spec = self.spec(model)
         sampling = spec.sampling()
         if max_tokens is not None:
@@ -210,10 +306,7 @@ class Engine:
             if self.budget:
                 await self.budget.reserve(worst)
             try:
-                if self._batched(model):
-                    completion, latency = await self._batch().complete(model, key, messages, sampling, output, sample_index)
-                else:
-                    completion, latency = await self._call_with_retries(model, spec, messages, sampling, output, sample_index)
+                completion, latency = await self._transport(model).send(model, key, messages, sampling, output, sample_index)
             except BaseException:
                 if self.budget:
                     self.budget.settle(worst, 0.0)
@@ -243,60 +336,15 @@ class Engine:
         logprobs = fake_logprobs(text, output.top_logprobs) if output and output.top_logprobs else None
         return Completion(text, estimate_tokens(messages), max_tokens, "planned", logprobs=logprobs)
 
-    def _batch(self):
-        if self._batcher is None:
-            from builders.llm.batch import Batcher
-
-            self._batcher = Batcher(self)
-        return self._batcher
-
-    async def _call_with_retries(
-        self, model: str, spec: ModelSpec, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int
-    ) -> tuple[Completion, float]:
-        """One call, retried; returns the completion and the seconds from its first sending to its
-        answer (time queued for the limiter not included). Waiting to retry holds no slot."""
-        provider, limiter = self._providers[model], self.limiter(model)
-        first_sent = None
-        for attempt in range(spec.max_retries + 1):
-            await limiter.acquire(first=attempt > 0)
-            if self._stop is not None:
-                limiter.release()
-                raise Stopped("stopped")
-            sent = time.perf_counter()
-            first_sent = first_sent or sent
-            try:
-                async with asyncio.timeout(spec.timeout_s):  # no extra task per call, unlike wait_for
-                    completion = await provider.complete(messages, sampling=sampling, output=output, sample_index=sample_index)
-                limiter.succeeded(time.perf_counter() - sent, completion.ratelimit)
-                return completion, time.perf_counter() - first_sent
-            except TimeoutError:
-                error = ProviderError(f"timed out after {spec.timeout_s:g}s", retryable=True)
-            except ProviderError as e:
-                error = e
-            finally:
-                limiter.release()
-            if error.rate_limited:
-                limiter.rate_limited(error.retry_after)
-            if not error.retryable or attempt == spec.max_retries:
-                raise ProviderError(
-                    f"model '{model}' ({spec.provider}/{spec.model}): {error} "
-                    f"(after {attempt + 1} attempt{'s' if attempt else ''})",
-                    retryable=False,
-                ) from error
-            delay = retry_delay(attempt, error.retry_after)
-            log.debug("model %s: %s; retrying in %.2fs", model, error, delay)
-            self.usage.retries += 1
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
     def _response(self, model: str, c: Completion, latency: float, *, cached: bool) -> ChatResponse:
         cost = self._cost(model, c.tokens_in, c.tokens_out)
         return ChatResponse(c.text, c.tokens_in, c.tokens_out, cost, latency, cached, c.finish_reason, c.logprobs)
 
     def run(self, job: Awaitable[T]) -> T:
         """Run a stage's top-level coroutine to completion in a fresh event loop."""
-        self._limiters.clear()  # limiters and batch jobs in progress belong to one event loop
-        self._batcher = None
+        # limiters and batch jobs in progress belong to one event loop
+        self.live = LiveTransport(self.config, self.providers, self.usage, self.stop)
+        self._batch = None
         return asyncio.run(job)
 
     async def stream(self, jobs: Iterable[Awaitable[T]], *, total: int, desc: str) -> AsyncIterator[T]:
@@ -315,7 +363,7 @@ class Engine:
 
         def launch() -> None:
             nonlocal started
-            while self._stop is None and len(running) < self._window and started - next_out < 2 * self._window:
+            while self.stop.error is None and len(running) < self.window and started - next_out < 2 * self.window:
                 index, job = next(pending, (None, None))
                 if job is None:
                     return
@@ -332,7 +380,7 @@ class Engine:
                 if task.cancelled() or task.exception() is not None:
                     error = asyncio.CancelledError() if task.cancelled() else task.exception()
                     failures.append(error)
-                    self._stop = self._stop or error
+                    self.stop.error = self.stop.error or error
                     continue
                 ready[index] = task.result()
                 bar.update(1)

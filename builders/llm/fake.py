@@ -25,7 +25,7 @@ import re
 from collections import deque
 
 from builders.errors import BuildError
-from builders.llm.types import Completion, Message, OutputFormat, TokenLogprob
+from builders.llm.types import Completion, Message, OutputFormat, Provider, TokenLogprob
 from builders.recipe import ModelSpec
 
 HEADER = re.compile(r"###\s*([^:\n#]+):\s*(\[[^\]]*\]|[A-Z]\s*/\s*\d+|[A-Z](?: or [A-Z])+)?")
@@ -94,9 +94,9 @@ def auto_answer(messages: list[Message], sample_index: int = 0, *, words: int | 
     return "\n".join(lines)
 
 
-class FakeProvider:
+class FakeProvider(Provider):
     def __init__(self, spec: ModelSpec, *, api_key: str | None = None, script: list | None = None, logprobs: bool = True):
-        self.spec = spec
+        super().__init__(spec)
         self.calls: list[dict] = []
         self.script = deque(script or [])
         problem = self.model_problem(spec.model)

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from builders.errors import BuildError, ProviderError
-from builders.llm.types import Completion, Message, OutputFormat, TokenLogprob
+from builders.llm.types import Completion, Message, OutputFormat, Provider, TokenLogprob
 from builders.recipe import ModelSpec
 
 DEFAULT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -246,11 +246,11 @@ def _follow_numbers(llm, n_past: int, top: list[tuple[int, str, float]], k: int,
     return after
 
 
-class LocalProvider:
+class LocalProvider(Provider):
     runs_in_process = True  # one llama.cpp call at a time: the engine queues calls before their timeout starts
 
     def __init__(self, spec: ModelSpec, *, api_key: str | None = None):
-        self.spec = spec
+        super().__init__(spec)
         self.path = resolve_model(spec.model)
 
     @staticmethod
@@ -259,8 +259,8 @@ class LocalProvider:
             return None
         return f"local model file {model} does not exist (use `default` or a GGUF path)"
 
-    @staticmethod
-    def identity(spec: ModelSpec) -> dict:
+    @classmethod
+    def identity(cls, spec: ModelSpec) -> dict:
         """The bundled model is named by its hash, so a new bundle never answers from an old cache."""
         model = f"default@sha256:{DEFAULT_MODEL_SHA256}" if spec.model == "default" else spec.model
         return {"provider": spec.provider, "model": model, "endpoint": None}

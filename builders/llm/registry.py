@@ -1,6 +1,9 @@
-"""Providers by name. Each entry imports its module only when a recipe uses it.
+"""Providers by name. Each entry imports its module only when a recipe uses it (so the openai and
+together SDKs are imported only when a provider of theirs is first created).
 
 The `fake` provider is registered here like the real ones, so tests exercise the same selection path.
+What an entry needs before its module is imported (its key variable, whether it needs a base URL)
+is in the entry; what its class can do is declared on the class (`builders.llm.types.Provider`).
 """
 
 from __future__ import annotations
@@ -56,8 +59,7 @@ def provider_problems(recipe: Recipe) -> list[str]:
         elif entry.needs_base_url and not spec.base_url:
             problems.append(f"models.{name}.base_url: the {spec.provider} provider needs a base_url")
         else:
-            check = getattr(provider_class(spec), "model_problem", None)
-            problem = check(spec.model) if check else None
+            problem = provider_class(spec).model_problem(spec.model)
             if problem:
                 problems.append(f"models.{name}.model: {problem}")
     return problems
@@ -75,18 +77,16 @@ def logprob_problems(recipe: Recipe) -> list[str]:
         spec = recipe.models.get(name)
         if spec is None or spec.provider not in PROVIDERS:
             continue  # reported by the reference and provider checks
-        check = getattr(provider_class(spec), "logprobs_problem", None)
-        if problem := (check(spec.model) if check else None):
+        if problem := provider_class(spec).logprobs_problem(spec.model):
             problems.append(f"judge.panel.score_mode: `expected` needs token log probabilities, and models.{name}: "
                             f"{problem} (use score_mode `text` or another judge)")
     return problems
 
 
 def identity(spec: ModelSpec) -> dict:
-    """What names the model whose answers the cache stores. A provider may refine it with an
-    `identity(spec)` of its own (the bundled local model by its hash, a server's URL)."""
-    own = getattr(provider_class(spec), "identity", None)
-    return own(spec) if own else {"provider": spec.provider, "model": spec.model, "endpoint": None}
+    """What names the model whose answers the cache stores (`Provider.identity`: the provider and
+    model id, refined by some providers: the bundled local model by its hash, a server's URL)."""
+    return provider_class(spec).identity(spec)
 
 
 def key_problems(recipe: Recipe) -> list[str]:
@@ -98,7 +98,7 @@ def key_problems(recipe: Recipe) -> list[str]:
     return problems
 
 
-def provider_class(spec: ModelSpec) -> type:
+def provider_class(spec: ModelSpec) -> type[Provider]:
     """The class registered for `spec.provider`, imported on first use."""
     module, cls = PROVIDERS[spec.provider].factory.split(":")
     return getattr(importlib.import_module(module), cls)

@@ -19,7 +19,7 @@ from builders.errors import ProviderError
 from builders.llm.batch_api import OpenAIBatchAPI, TogetherBatchAPI
 from builders.llm.limiter import rate_limit
 from builders.llm.logprobs import read_logprobs
-from builders.llm.types import Completion, Message, OutputFormat
+from builders.llm.types import Completion, Message, OutputFormat, Provider
 from builders.recipe import ModelSpec
 from builders.redact import redact
 
@@ -52,14 +52,13 @@ def retry_after(headers) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
-class ChatSDKProvider:
+class ChatSDKProvider(Provider):
     sdk_name = "openai"
     client_class = "AsyncOpenAI"
     max_tokens_param = "max_tokens"
-    batch_api_class: type | None = None  # the provider's batch API (builders.llm.batch_api), if it has one
 
     def __init__(self, spec: ModelSpec, *, api_key: str | None):
-        self.spec = spec
+        super().__init__(spec)
         self.sdk: ModuleType = __import__(self.sdk_name)
         kwargs = {"api_key": api_key or "unused", "max_retries": 0, "timeout": spec.timeout_s}
         if spec.base_url:
@@ -88,11 +87,6 @@ class ChatSDKProvider:
     def logprob_params(k: int) -> dict:
         """How the API asks for the `k` most likely tokens at each position."""
         return {"logprobs": True, "top_logprobs": k}
-
-    @staticmethod
-    def logprobs_problem(model: str) -> str | None:
-        """Why `model` is known to give no token log probabilities, if it is."""
-        return None
 
     async def complete(
         self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
@@ -157,8 +151,8 @@ class OpenAIProvider(ChatSDKProvider):
 
 
 class OpenAICompatibleProvider(ChatSDKProvider):
-    @staticmethod
-    def identity(spec: ModelSpec) -> dict:
+    @classmethod
+    def identity(cls, spec: ModelSpec) -> dict:
         """Two servers may serve different models under one name: the server is part of the identity."""
         return {"provider": spec.provider, "model": spec.model, "endpoint": spec.base_url}
 

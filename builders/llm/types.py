@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from builders.llm.limiter import RateLimit
+    from builders.recipe import ModelSpec
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -85,9 +86,44 @@ class ChatResponse:
     logprobs: tuple[TokenLogprob, ...] | None = None
 
 
-class Provider(Protocol):
-    """One configured model endpoint. `complete` raises ProviderError on failure."""
+class Provider:
+    """One configured model endpoint. `complete` raises ProviderError on failure.
+
+    What a provider can do is declared here, with the defaults a plain chat endpoint has; a provider
+    overrides only what differs (the registry, `builders.llm.registry`, reads these without creating
+    one):
+
+    - `runs_in_process`: the model runs in this process, one call at a time (the engine gives it one
+      slot, taken before the call's timeout starts);
+    - `batch_api_class`: the provider's batch API (`builders.llm.batch_api`), or None without one;
+    - `identity(spec)`: what names the model whose answers the cache stores;
+    - `model_problem(model)` / `logprobs_problem(model)`: why a model id cannot be used at all, or
+      gives no token log probabilities (checked when a recipe is loaded).
+    """
+
+    runs_in_process: ClassVar[bool] = False
+    batch_api_class: ClassVar[type | None] = None
+
+    def __init__(self, spec: ModelSpec, *, api_key: str | None = None):
+        self.spec = spec
+
+    @classmethod
+    def identity(cls, spec: ModelSpec) -> dict:
+        return {"provider": spec.provider, "model": spec.model, "endpoint": None}
+
+    @staticmethod
+    def model_problem(model: str) -> str | None:
+        return None
+
+    @staticmethod
+    def logprobs_problem(model: str) -> str | None:
+        return None
 
     async def complete(
         self, messages: list[Message], *, sampling: dict, output: OutputFormat | None, sample_index: int
-    ) -> Completion: ...
+    ) -> Completion:
+        raise NotImplementedError
+
+    def request(self, messages: list[Message], sampling: dict, output: OutputFormat | None, sample_index: int) -> dict:
+        """The request body of one call, as a line of a batch job (providers with a batch API)."""
+        raise NotImplementedError(f"{type(self).__name__} has no batch API")
