@@ -30,6 +30,7 @@ def _row(recipe: Recipe, item_id: str, answer: Answer) -> dict:
         "reviewers": list(g.reviewers),
         "iteration": answer.iteration,
         "response": r.text,
+        "context": None,  # it answers the item's own conversation
         "problem": problem(r.text, r.finish_reason, drop_truncated=g.drop_truncated),
         "finish_reason": r.finish_reason,
         "feedback": answer.feedback,
@@ -50,10 +51,10 @@ async def _generate(engine: Engine, recipe: Recipe, data_dir: Path, out: TableWr
     workflow = WORKFLOWS[recipe.generation.workflow]
 
     async def one(item: dict) -> list[dict]:
-        answers = await workflow(engine, recipe, item["prompt"])
+        answers = await workflow(engine, recipe, item["messages"])
         return [_row(recipe, item["item_id"], a) for a in answers]
 
-    total, items = scan_table(ITEMS, data_dir, columns=["item_id", "prompt"])
+    total, items = scan_table(ITEMS, data_dir, columns=["item_id", "messages"])
     async for rows in engine.stream((one(i) for i in items), total=total, desc="candidates"):
         out.write(rows)
 
