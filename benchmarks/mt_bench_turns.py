@@ -21,9 +21,10 @@ benchmarks' columns (`item_id`, `question`, `response_a`, `response_b`, `model_a
 `human_winner`) plus the reference column; MT-Bench's vendored copy has no reference answers.
 `--judge` replaces the judge model (a YAML flow mapping, e.g. `{provider: fake, model: auto}`).
 
-`report` runs `meta-eval` on each configuration and prints kappa and accuracy with their bootstrap
-95% intervals, flip rate, position bias and seconds per judge call, and the rows each one covers; it
-writes them to `benchmarks/results/mt_bench_turns.json`. Answers are kept in a response cache
+`report` runs `meta-eval` on each configuration, over the rows that every configuration has scores
+for (copied under WORK/report/, so a `run` going on is left alone), and prints kappa and accuracy
+with their bootstrap 95% intervals, flip rate, position bias and seconds per judge call; it writes
+them, with the rows' ids, to `benchmarks/results/mt_bench_turns.json`. Answers are kept in a response cache
 outside the work tree (`--cache`, default ~/.cache/fellowship/mt-bench-turns/llm); `save` writes
 them to `benchmarks/results/mt_bench_turns_answers.jsonl.gz`, which `run` and `report` load first.
 """
@@ -120,11 +121,12 @@ def report(work: Path, names: dict[str, str], judge: str) -> dict:
     from builders.loader import load_recipe
     from builders.tables import AGREEMENT, SCORES, read_table
 
+    paths = {n: p for n, p in recipes(work, names, judge).items() if (work / "data" / n / "scores.parquet").exists()}
+    scored = {n: set(read_table(SCORES, work / "data" / n)["item_id"]) for n in paths}
+    common = set.intersection(*scored.values()) if scored else set()
     out = {}
-    for name, path in recipes(work, names, judge).items():
-        data = work / "data" / name
-        if not (data / "scores.parquet").exists():
-            continue
+    for name, path in paths.items():
+        data = _snapshot(work / "data" / name, work / "report" / name, common)
         recipe = load_recipe(path, check_source=False)
         meta_eval.build(recipe, data, resamples=1000, seed=0)
         row = read_table(AGREEMENT, data).filter(pl.col("evaluator") == "judge").to_dicts()[0]
@@ -132,7 +134,7 @@ def report(work: Path, names: dict[str, str], judge: str) -> dict:
         calls = scores.unique("call_id")
         out[name] = {
             "items": row["n_items"],
-            "item_ids": sorted(scores["item_id"].unique().to_list()),
+            "item_ids": sorted(common),
             **{k: row[k] for k in row if k.split("_")[0] in ("kappa", "accuracy", "flip", "position")},
             "n_missing": row["n_missing"],
             "calls": calls.height,
@@ -140,6 +142,18 @@ def report(work: Path, names: dict[str, str], judge: str) -> dict:
             "seconds_per_call": calls["latency_s"].mean(),
         }
     return out
+
+
+def _snapshot(data: Path, dest: Path, item_ids: set[str]) -> Path:
+    """The tables `meta-eval` reads, limited to `item_ids` (the rows every configuration has scores
+    for: a `run` that is going on may have written a later round's items before its scores)."""
+    import polars as pl
+
+    from builders.tables import CANDIDATES, ITEMS, LABELS, SCORES, read_table, write_table
+
+    for table in (ITEMS, CANDIDATES, LABELS, SCORES):
+        write_table(table, read_table(table, data).filter(pl.col("item_id").is_in(sorted(item_ids))), dest)
+    return dest
 
 
 def _cell(r: dict, name: str) -> str:
