@@ -259,3 +259,47 @@ def test_bad_conversational_input_is_one_line_and_writes_nothing(project, case, 
     assert line.startswith(str(path)) or line.startswith("recipes/tiny.yaml"), line
     data = _data(project)
     assert not data.exists() or not any(data.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("rows, fragments", [
+    ([{"id": "a", "messages": [{"role": "user", "content": "Hi"}, {"role": "system", "content": "Late."},
+                                {"role": "user", "content": "Well?"}], "ref": None}],
+     ("source row 0", "message 1 is a system message after the conversation began")),
+    ([{"id": "a", "messages": [{"role": "user", "content": "Hi"}], "ref": ["not", "text"]}],
+     ("source.reference_column: source row 0", "column 'ref' holds list, not a reference answer's text")),
+    ([{"id": "a", "messages": [{"role": "tool", "content": "{}"}, {"role": "user", "content": "Hi"}], "ref": None}],
+     ("source row 0", "message 0 has role 'tool'")),
+])
+def test_more_bad_rows_name_the_row(project, rows, fragments):
+    path = _chat_recipe_path(project)
+    _write_rows(project, rows)
+    line = assert_one_line(fellowship("build", "tiny", "--stage", "items", cwd=project, check=False), *fragments)
+    assert line.startswith(str(path)) or line.startswith("recipes/tiny.yaml"), line
+
+
+def test_turns_all_needs_the_later_answers_and_imported_answers(project):
+    from builders.errors import RecipeError
+
+    rows = pl.read_parquet(benchmark_path("mt-bench")).filter(pl.col("turn") == 2).head(1)
+    rows.drop("response_b_turn2").write_parquet(project / "recipes" / "sources" / "mt2.parquet")
+    path = write_recipe(project, "mt-all", TURNS.format(name="mt-all", turns="all"))
+    with pytest.raises(RecipeError, match=r"source.turns: column 'response_b_turn2' \(generation.answers\[1\] at turn 2\) not in sources/mt2.parquet"):
+        load_recipe(path)
+    generating = path.read_text().replace("  workflow: import\n  answers: [{column: response_a, model_column: model_a}, "
+                                          "{column: response_b, model_column: model_b}]\n",
+                                          "  workflow: single\n  generator: judge\n  iterations: 1\n")
+    path.write_text(generating.replace("  label_column: human_winner\n", ""))
+    with pytest.raises(RecipeError, match="source.turns: `all` judges each imported answer after its own model's earlier answers"):
+        load_recipe(path)
+
+
+def test_a_debate_refuses_a_conversation_it_could_not_show(project):
+    from builders.errors import BuildError
+
+    path = _chat_recipe_path(project)
+    text = path.read_text().replace("  panel:\n    models: [judge]\n", "  panel:\n    debate:\n      rounds: 1\n"
+                                    "      referees: {general_public: judge}\n  mode: debate\n")
+    path.write_text(text)
+    recipe = load_recipe(path)
+    with pytest.raises(BuildError, match="a debate's referees see the last user turn only, and item .* is a conversation"):
+        _build(recipe, ("items", "candidates", "labels", "debates"))
