@@ -30,6 +30,7 @@ def _row(recipe: Recipe, item_id: str, answer: Answer) -> dict:
         "reviewers": list(g.reviewers),
         "iteration": answer.iteration,
         "response": r.text,
+        "context": None,  # it answers the item's own conversation
         "problem": problem(r.text, r.finish_reason, drop_truncated=g.drop_truncated),
         "finish_reason": r.finish_reason,
         "feedback": answer.feedback,
@@ -46,13 +47,13 @@ def _row(recipe: Recipe, item_id: str, answer: Answer) -> dict:
 
 
 async def _item_rows(engine: Engine, recipe: Recipe, item: dict) -> list[dict]:
-    answers = await WORKFLOWS[recipe.generation.workflow](engine, recipe, item["prompt"])
+    answers = await WORKFLOWS[recipe.generation.workflow](engine, recipe, item["messages"])
     return [_row(recipe, item["item_id"], a) for a in answers]
 
 
 async def _generate(engine: Engine, recipe: Recipe, data_dir: Path, out: TableWriter) -> None:
     """Every item's answers, streamed to `out` as each item is done (memory stays flat in the items)."""
-    total, items = scan_table(ITEMS, data_dir, columns=["item_id", "prompt"])
+    total, items = scan_table(ITEMS, data_dir, columns=["item_id", "messages"])
     async for rows in engine.stream((_item_rows(engine, recipe, i) for i in items), total=total, desc="candidates"):
         out.write(rows)
 

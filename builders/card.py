@@ -107,16 +107,16 @@ def family_line(recipe: Recipe, candidates: pl.DataFrame) -> str:
     return line + "."
 
 
-def _tokens(prompt: str, answer: str) -> int:
-    """Estimated tokens of a prompt and its answer as one conversation (`estimate_tokens`)."""
-    return estimate_tokens([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+def _tokens(messages: list[dict], answer: str) -> int:
+    """Estimated tokens of a conversation and its answer (`estimate_tokens`)."""
+    return estimate_tokens([*messages, {"role": "assistant", "content": answer}])
 
 
 def length_line(recipe: Recipe, dpo: pl.DataFrame, kto: pl.DataFrame) -> str:
     """How many pairs and examples are longer than `export.max_length` tokens, estimated."""
     limit = recipe.export.max_length
-    pairs = sum(max(_tokens(p, c), _tokens(p, r)) > limit for p, c, r in dpo.select("prompt", "chosen", "rejected").iter_rows())
-    examples = sum(_tokens(p, c) > limit for p, c in kto.select("prompt", "completion").iter_rows())
+    pairs = sum(max(_tokens(m, c), _tokens(m, r)) > limit for m, c, r in dpo.select("messages", "chosen", "rejected").iter_rows())
+    examples = sum(_tokens(m, c) > limit for m, c in kto.select("messages", "completion").iter_rows())
     return (f"- Length: {pairs} of {dpo.height} pairs and {examples} of {kto.height} KTO examples are longer than "
             f"`export.max_length` = {limit} tokens (prompt and answer together; for a pair, the longer answer). "
             f"Tokens are an estimate, not a tokenizer's count: {CHARS_PER_TOKEN} characters a token plus a few per "

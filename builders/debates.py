@@ -12,12 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
+from builders.conversation import is_multi_turn
+from builders.errors import BuildError
 from builders.judging import DEBATE, debate_messages
-from builders.scores import judged_candidates
-from builders.strategies import presentation_orders
 from builders.llm.engine import Engine
 from builders.prompts import render
 from builders.recipe import Recipe
+from builders.scores import judged_candidates
+from builders.strategies import presentation_orders
 from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_part, read_rows_of, read_table, write_table
 
 READS = ("items", "candidates")
@@ -56,7 +58,18 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
     return turns
 
 
+def _single_turn_only(recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> None:
+    """Referees are shown the question alone: refuse items whose earlier turns they would not see."""
+    multi = [i["item_id"] for i in items.to_dicts() if i["messages"] is None or is_multi_turn(i["messages"])]
+    multi += candidates.filter(pl.col("context").is_not_null())["item_id"].unique().to_list()
+    if multi:
+        raise BuildError(f"{recipe.path}: judge.mode: a debate's referees see the last user turn only, and item "
+                         f"{sorted(multi)[0]} is a conversation ({len(set(multi))} items in all); judge conversations "
+                         "with mode judge or jury")
+
+
 async def _run(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> list[dict]:
+    _single_turn_only(recipe, items, candidates)
     by_item = judged_candidates(recipe, candidates)
     jobs = [
         _debate(engine, recipe, item, presentation, shown)

@@ -25,6 +25,7 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
                 "pair_id": content_id(c["candidate_id"], r["candidate_id"]),
                 "item_id": p.item_id,
                 "prompt": p.prompt,
+                "messages": p.messages,
                 "chosen": c["response"],
                 "rejected": r["response"],
                 "chosen_id": c["candidate_id"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from builders.trl_format import MESSAGES
+from builders.conversation import MESSAGES
 
 TRL_COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion")}
 ROLES = ("system", "user", "assistant")
@@ -71,6 +71,19 @@ def _text_problems(name: str, df: pl.DataFrame, columns: tuple[str, ...]) -> lis
         if empty.height:
             problems.append(f"{name}: row {empty['row'][0]} has an empty `{column}` ({empty.height} rows in all)")
     return problems
+
+
+def standard_problems(name: str, stored: pl.DataFrame) -> list[str]:
+    """A stored export table's prompts that TRL's standard format cannot hold: conversations (a
+    system message or earlier turns), which only the conversational format keeps whole."""
+    if "messages" not in stored.columns:
+        return []
+    long = stored.with_row_index("row").filter(pl.col("messages").list.len() > 1)
+    if not long.height:
+        return []
+    return [f"{name}: row {long['row'][0]}: the prompt is a conversation of {long['messages'][0].len()} messages "
+            f"(a system message or earlier turns), which TRL's standard format cannot hold; set export.format: "
+            f"conversational ({long.height} rows in all)"]
 
 
 def _repeated_prompt(name: str, df: pl.DataFrame, answers: tuple[str, ...]) -> list[str]:

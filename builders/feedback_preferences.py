@@ -4,9 +4,9 @@ The paper builds two kinds of PO datasets: single-model improvement datasets (th
 tables: preferences over the generator's answers) and multi-model improvement datasets, "to improve
 ... multi-model capabilities including better communication and improved feedback" (its sections 5
 and B, from No Robots prompts). The second kind trains the reviewer: its prompt is the reviewer's own
-(the paper's Table 12 system prompt and user message, rendered with the question and the answer it
-reviewed, exactly as the reviewer saw them), and its completion is the review it wrote, whose
-feedback section the generator received.
+(the paper's Table 12 system prompt and user message, rendered with the question, or the whole
+conversation, and the answer it reviewed, exactly as the reviewer saw them), and its completion is
+the review it wrote, whose feedback section the generator received.
 
 A review is judged by what it led to. In a feedback-loop build with `iterations` N, the review of
 answer k (k = 1 .. N-1) led to revision k+1, and the judge scored that revision in the item's
@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders.generation import reviewer_prompt
 from builders.prompts import render
 from builders.recipe import Recipe
 from builders.tables import CANDIDATES, ITEMS, VERDICTS, read_table
@@ -55,7 +56,7 @@ def feedback_preferences(recipe: Recipe, data_dir: Path) -> list[FeedbackPrefere
     g = recipe.generation
     if g.workflow != "feedback" or len(g.reviewers) != 1:
         return []
-    questions = dict(read_table(ITEMS, data_dir).select("item_id", "prompt").iter_rows())
+    conversations = dict(read_table(ITEMS, data_dir).select("item_id", "messages").iter_rows())
     by_step = {(c["item_id"], c["iteration"]): c for c in read_table(CANDIDATES, data_dir).to_dicts()}
     system = render(recipe, "generation.reviewer_system_prompt")
     out = []
@@ -68,10 +69,10 @@ def feedback_preferences(recipe: Recipe, data_dir: Path) -> list[FeedbackPrefere
                 continue
             if revision["problem"] is not None:
                 continue
-            question = questions[v["item_id"]]
+            conversation = conversations[v["item_id"]]
             reviews.append((rank[revision["candidate_id"]][0], Review(
                 v["item_id"], k, g.reviewers[0], system,
-                render(recipe, "generation.reviewer_user_prompt", question=question, response=reviewed["response"]),
+                reviewer_prompt(recipe, conversation, reviewed["response"]),
                 reviewed["review"], reviewed["candidate_id"], revision["candidate_id"], rank[revision["candidate_id"]][1],
             )))
         if not reviews:

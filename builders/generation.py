@@ -11,6 +11,7 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
+from builders.conversation import is_multi_turn, transcript
 from builders.llm.engine import Engine
 from builders.llm.types import ChatResponse, OutputFormat
 from builders.prompts import count_word, render
@@ -55,10 +56,21 @@ class Answer:
     reviews: list[Review] = field(default_factory=list)
 
 
-async def review(engine: Engine, recipe: Recipe, reviewer: str, question: str, response: str) -> Review:
+def reviewer_prompt(recipe: Recipe, conversation: list[dict], response: str) -> str:
+    """The reviewer's user message (the paper's Table 12): the question and the response; for a
+    conversation (a system message or earlier turns), the whole conversation, then the response to
+    its last turn."""
+    question = conversation[-1]["content"]
+    if not is_multi_turn(conversation):
+        return render(recipe, "generation.reviewer_user_prompt", question=question, response=response)
+    return render(recipe, "generation.reviewer_multi_turn_user_prompt", conversation=transcript(conversation),
+                  question=question, response=response)
+
+
+async def review(engine: Engine, recipe: Recipe, reviewer: str, conversation: list[dict], response: str) -> Review:
     messages = [
         {"role": "system", "content": render(recipe, "generation.reviewer_system_prompt")},
-        {"role": "user", "content": render(recipe, "generation.reviewer_user_prompt", question=question, response=response)},
+        {"role": "user", "content": reviewer_prompt(recipe, conversation, response)},
     ]
     r = await engine.chat(reviewer, messages, output=OutputFormat(grammar=REVIEW_GRAMMAR))
     score, feedback = parse_review(r.text)
@@ -75,24 +87,29 @@ def _revision_request(recipe: Recipe, reviews: list[Review]) -> str:
     return render(recipe, "generation.revise_multi_prompt", feedbacks=blocks, n=count_word(len(reviews)))
 
 
-def _opening(recipe: Recipe, question: str) -> list[dict]:
+def _opening(recipe: Recipe, conversation: list[dict]) -> list[dict]:
+    """What the generator is sent: the item's conversation, after the recipe's system prompt unless
+    the conversation has a system message of its own (which wins)."""
     system = render(recipe, "generation.system_prompt")
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": question}]
+    if not system or conversation[0]["role"] == "system":
+        return list(conversation)
+    return [{"role": "system", "content": system}, *conversation]
 
 
-async def single(engine: Engine, recipe: Recipe, question: str) -> list[Answer]:
+async def single(engine: Engine, recipe: Recipe, conversation: list[dict]) -> list[Answer]:
+    """`iterations` samples of the next assistant turn of `conversation` (ending with the user's turn)."""
     g = recipe.generation
     answers = []
     for k in range(g.iterations):
-        r = await engine.chat(g.generator, _opening(recipe, question), sample_index=k)
+        r = await engine.chat(g.generator, _opening(recipe, conversation), sample_index=k)
         answers.append(Answer(k + 1, r))
     return answers
 
 
-async def feedback_loop(engine: Engine, recipe: Recipe, question: str) -> list[Answer]:
+async def feedback_loop(engine: Engine, recipe: Recipe, prompt: list[dict]) -> list[Answer]:
+    """The loop on the next assistant turn of `prompt`; reviewers see `prompt` and the turn."""
     g = recipe.generation
-    conversation = _opening(recipe, question)
+    conversation = _opening(recipe, prompt)
     answers: list[Answer] = []
     feedback_text = None
     for k in range(1, g.iterations + 1):
@@ -101,7 +118,7 @@ async def feedback_loop(engine: Engine, recipe: Recipe, question: str) -> list[A
         answers.append(answer)
         if k == g.iterations:
             break
-        answer.reviews = list(await asyncio.gather(*(review(engine, recipe, rv, question, r.text) for rv in g.reviewers)))
+        answer.reviews = list(await asyncio.gather(*(review(engine, recipe, rv, prompt, r.text) for rv in g.reviewers)))
         request = _revision_request(recipe, answer.reviews)
         feedback_text = "\n\n".join(rv.feedback for rv in answer.reviews)
         conversation = conversation + [{"role": "assistant", "content": r.text}, {"role": "user", "content": request}]

@@ -8,7 +8,7 @@ import polars as pl
 from builders.errors import RecipeError
 from builders.no_answer import problem
 from builders.recipe import Recipe
-from builders.sources import column, read_source
+from builders.sources import column, read_source, turn_column
 from builders.tables import content_id
 
 
@@ -16,12 +16,14 @@ def imported_candidates(recipe: Recipe, items: pl.DataFrame) -> list[dict]:
     """One candidate row per item and `generation.answers` entry, in the answers' order (iteration 1, 2, ...)."""
     source = read_source(recipe)
     answers = recipe.generation.answers
-    texts = [column(source, a.column) for a in answers]
     writers = [column(source, a.model_column) if a.model_column else None for a in answers]
+    later = recipe.source.turns == "all"
     rows = []
     for item_id, source_row in items.select("item_id", "source_row").iter_rows():
+        turn = (source["turn"][source_row] or 1) if later else 1
         for k, answer in enumerate(answers):
-            text = texts[k][source_row]
+            text = column(source, turn_column(answer.column, turn))[source_row]
+            context = _own_context(source, answer.column, source_row, turn) if turn > 1 else None
             model = answer.model if writers[k] is None else writers[k][source_row]
             for value, what in ((text, answer.column), (model, answer.model_column)):
                 if value is None:
@@ -38,6 +40,7 @@ def imported_candidates(recipe: Recipe, items: pl.DataFrame) -> list[dict]:
                 "reviewers": [],
                 "iteration": k + 1,
                 "response": str(text),
+                "context": context,
                 "problem": problem(str(text)),
                 "finish_reason": None,
                 "feedback": None,
@@ -52,3 +55,14 @@ def imported_candidates(recipe: Recipe, items: pl.DataFrame) -> list[dict]:
                 "review_cost_usd": 0.0,
             })
     return rows
+
+
+def _own_context(source: pl.DataFrame, answer_column: str, row: int, turn: int) -> list[dict]:
+    """The conversation an answer to `turn` follows: every earlier user turn, each followed by the
+    same model's own answer to it (MT-Bench's layout: one conversation per model), then this turn."""
+    users = source["turns"][row].to_list()
+    out = []
+    for t in range(1, turn):
+        out += [{"role": "user", "content": users[t - 1]},
+                {"role": "assistant", "content": str(column(source, turn_column(answer_column, t))[row])}]
+    return out + [{"role": "user", "content": users[turn - 1]}]

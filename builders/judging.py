@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from builders.errors import ProviderError
 from builders.judgment_parser import Judgment
 from builders.llm.engine import Engine
-from builders.prompts import render
+from builders.conversation import is_multi_turn
+from builders.prompts import judge_field, render
 from builders.recipe import Recipe
-from builders.strategies import JudgeSpec, count_word, fence_marker, render_responses, score_format
+from builders.strategies import JudgeSpec, count_word, fence_marker, render_responses, score_format, variant
 
 DEBATE = "judge.panel.debate"  # where a recipe keeps its debate templates
 
@@ -31,13 +32,25 @@ class Conversation:
     quoted: tuple[str, ...]
 
 
-def messages(recipe: Recipe, question: str, responses: list[str]) -> Conversation:
-    """The judge conversation for `responses` (in presentation order) under the recipe's strategy."""
+def messages(recipe: Recipe, question: str, responses: list[str], *, histories: list[list[dict]] | None = None,
+             reference: str | None = None) -> Conversation:
+    """The judge conversation for `responses` (in presentation order) under the recipe's strategy.
+    `histories`: the conversation each response answers (the item's, or the candidate's own); when
+    any is more than one user message, the judge sees each assistant's conversation with the user
+    (MT-Bench's multi-turn layout), else the question alone (the paper's Table 8). `reference`: a
+    reference answer, shown fenced like the answers under the reference-guided prompts. Everything
+    shown but the judge's instructions (earlier turns included) is fenced by the call's marker."""
     spec = JudgeSpec.of(recipe.judge.panel)
-    marker = fence_marker([question, *responses])
-    system = render(recipe, "judge.panel.system_prompt", **spec.strategy.system_values(len(responses), spec.scale, spec.reasoning))
-    user = render(recipe, "judge.panel.user_prompt", **spec.strategy.user_values(question, responses, marker))
-    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker, tuple(responses))
+    multi = histories is not None and any(is_multi_turn(h) for h in histories)
+    extra = [m["content"] for h in histories for m in h] if multi else []
+    extra += [reference] if reference is not None else []
+    marker = fence_marker([question, *responses, *extra])
+    kind = variant(multi, reference is not None)
+    system = render(recipe, judge_field("system", kind), **spec.strategy.system_values(len(responses), spec.scale, spec.reasoning))
+    user = render(recipe, judge_field("user", kind), **spec.strategy.user_values(
+        question, responses, marker, histories=histories if multi else None, reference=reference))
+    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker,
+                        (*responses, *extra))
 
 
 def role_name(role: str) -> str:

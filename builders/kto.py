@@ -24,6 +24,7 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
                 "example_id": content_id(c["candidate_id"]),
                 "item_id": p.item_id,
                 "prompt": p.prompt,
+                "messages": p.messages,
                 "completion": c["response"],
                 "label": label,
                 "candidate_id": c["candidate_id"],

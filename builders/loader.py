@@ -125,6 +125,9 @@ def _source_problems(recipe: Recipe) -> list[str]:
         problems.append("source: give exactly one of `path` (local file), `dataset` (Hub id) or `benchmark`")
     if s.labelled and s.id_column is None:
         problems.append("source.id_column: a labelled source keeps one item per row and needs the rows' ids")
+    if s.turns == "all" and recipe.generation.workflow != "import":
+        problems.append("source.turns: `all` judges each imported answer after its own model's earlier answers; "
+                        "only the import workflow has them (use `first`, or a chat prompt column to generate)")
     return problems
 
 

@@ -20,9 +20,10 @@ READS = ("items", "picks")
 WRITES = ("matches",)
 
 
-async def _match(engine: Engine, recipe: Recipe, judge: str, prompt: str, mine: dict, base: dict, order: int) -> dict:
+async def _match(engine: Engine, recipe: Recipe, judge: str, item: dict, mine: dict, base: dict, order: int) -> dict:
     shown = [mine["response"], base["response"]][:: 1 if order == 0 else -1]
-    answer = await ask(engine, JudgeSpec.of(recipe.judge.panel), judge, messages(recipe, prompt, shown), 2)
+    conversation = messages(recipe, item["prompt"], shown, histories=[item["messages"]] * 2, reference=item["reference"])
+    answer = await ask(engine, JudgeSpec.of(recipe.judge.panel), judge, conversation, 2)
     scores = answer.judgment.scores if answer.ok else [None, None]
     ours, theirs = (scores[0], scores[1]) if order == 0 else (scores[1], scores[0])
     pair_id = content_id(mine["item_id"], mine["entry"], base["entry"])
@@ -51,7 +52,7 @@ async def _match(engine: Engine, recipe: Recipe, judge: str, prompt: str, mine: 
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
     rows = []
     if recipe.compare:
-        prompts = dict(read_table(ITEMS, data_dir).select("item_id", "prompt").iter_rows())
+        prompts = {i["item_id"]: i for i in read_table(ITEMS, data_dir).to_dicts()}
         picks = read_table(PICKS, data_dir)
         by = {(p["entry"], p["item_id"]): p for p in picks.to_dicts()}
         panel = recipe.judge.panel

@@ -16,18 +16,21 @@ RECIPE_SECTIONS = ("source", "models", "generation", "judge", "export")  # what 
 @dataclass(frozen=True)
 class Preference:
     item_id: str
-    prompt: str
+    prompt: str  # the user's last turn
+    messages: list[dict]  # the whole conversation, `prompt` last
     chosen: dict  # candidate row plus "score"
     rejected: list[dict]  # candidate rows plus "score", best first, each strictly and at least `min_margin` below
 
 
 def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
-    prompts = dict(read_table(ITEMS, data_dir).select("item_id", "prompt").iter_rows())
+    items = {i["item_id"]: i for i in read_table(ITEMS, data_dir).select("item_id", "prompt", "messages").to_dicts()}
     candidates = {c["candidate_id"]: c for c in read_table(CANDIDATES, data_dir).to_dicts()}
     out = []
     for v in read_table(VERDICTS, data_dir).filter(status="ok").to_dicts():
         scored = [{**candidates[cid], "score": s} for cid, s in zip(v["ranking"], v["ranking_scores"])]
         chosen, others = scored[0], scored[1:]
+        if items[v["item_id"]]["messages"] is None:  # each answer follows its own earlier answers: no shared prompt
+            continue
         if chosen["problem"] is not None:  # no answer is never a good answer (a benchmark judges them all)
             continue
         # A candidate sharing the best score is no worse than the chosen one: never a rejected answer;
@@ -42,7 +45,8 @@ def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
         unique: dict[str, dict] = {}  # a revision that repeats an answer word for word is one example, not two
         for c in rejected:
             unique.setdefault(c["response"], c)
-        out.append(Preference(v["item_id"], prompts[v["item_id"]], chosen, list(unique.values())))
+        item = items[v["item_id"]]
+        out.append(Preference(v["item_id"], item["prompt"], item["messages"], chosen, list(unique.values())))
     return out
 
 

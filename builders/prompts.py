@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from builders.recipe import Recipe
-from builders.strategies import STRATEGIES, count_word, letter  # noqa: F401  (count_word, letter: re-exported)
+from builders.strategies import STRATEGIES, USER_PLACEHOLDERS, VARIANTS, count_word, letter  # noqa: F401  (count_word, letter: re-exported)
 
 GENERATION_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "system_prompt": frozenset(),
@@ -21,13 +21,14 @@ GENERATION_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "revise_multi_prompt": frozenset({"feedbacks", "n"}),
     "reviewer_system_prompt": frozenset(),
     "reviewer_user_prompt": frozenset({"question", "response"}),
+    "reviewer_multi_turn_user_prompt": frozenset({"conversation", "question", "response"}),
 }
-FEEDBACK_ONLY = {"revise_prompt", "revise_multi_prompt", "reviewer_system_prompt", "reviewer_user_prompt"}
+FEEDBACK_ONLY = {"revise_prompt", "revise_multi_prompt", "reviewer_system_prompt", "reviewer_user_prompt",
+                 "reviewer_multi_turn_user_prompt"}
 
-# judge strategy -> (system placeholders, user placeholders), from the strategy objects
-JUDGE_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    name: (s.system_placeholders, s.user_placeholders) for name, s in STRATEGIES.items()
-}
+def judge_field(role: str, variant: str = "") -> str:
+    """The recipe field of a judge template: `judge.panel.system_prompt`, `judge.panel.multi_turn_user_prompt`, ..."""
+    return f"judge.panel.{variant + '_' if variant else ''}{role}_prompt"
 
 
 DEBATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
@@ -58,8 +59,11 @@ def _templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
     for name, (kind, entry) in (recipe.compare.entries().items() if recipe.compare else []):
         out |= _generation_templates(recipe, entry, f"compare.{kind}.{name}")
     panel = recipe.judge.panel
-    for role, allowed in zip(("system", "user"), JUDGE_PLACEHOLDERS[panel.strategy]):
-        out[f"judge.panel.{role}_prompt"] = (recipe.resolve(panel.template(role)), allowed)
+    # every variant an item of this source can need: conversations can come from any chat column
+    needed = [v for v in VARIANTS if "reference" not in v or recipe.source.reference_column is not None]
+    for v in needed:
+        for role, allowed in (("system", STRATEGIES[panel.strategy].system_placeholders), ("user", USER_PLACEHOLDERS[v])):
+            out[judge_field(role, v)] = (recipe.resolve(panel.template(role, v)), allowed)
     if panel.debate:
         d, where = panel.debate, "judge.panel.debate"
         for key, allowed in DEBATE_PLACEHOLDERS.items():

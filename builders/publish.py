@@ -15,7 +15,7 @@ from pathlib import Path
 
 from builders.card import card
 from builders.errors import BuildError, first_line
-from builders.export_checks import dpo_problems, kto_balance, kto_problems
+from builders.export_checks import dpo_problems, kto_balance, kto_problems, standard_problems
 from builders.gate import gate_problem
 from builders.recipe import Recipe
 from builders.tables import DPO, DPO_FEEDBACK, KTO, KTO_FEEDBACK, read_table, replace_atomically
@@ -64,6 +64,11 @@ def check(recipe: Recipe, data_dir: Path, repo_root: Path) -> None:
     stale = stale_stages(recipe, repo_root)
     if stale:
         raise BuildError(f"{where}: outputs are stale against the recipe or code ({', '.join(stale)}); run `dvc repro` first")
+    if recipe.export.format == "standard":
+        for name, (table, _) in EXPORTS.items():
+            problems = standard_problems(name, read_table(table, data_dir))
+            if problems:
+                raise BuildError(f"{where}: {problems[0]}")
     for name, df in published(recipe, data_dir).items():
         problems_of = EXPORTS[name][1]
         if df.height == 0:

@@ -94,6 +94,16 @@ class Source(Strict):
     label_column: str | None = Field(
         None, description="column with a human winner per row (`model_a`, `model_b` or `tie`): a benchmark; every row is an item"
     )
+    reference_column: str | None = Field(
+        None, description="column with a reference answer per row (human-written where the source has one), shown "
+        "to judges beside the answers, never a candidate; the prompt column itself when its conversations end with "
+        "the reference assistant turn (No Robots' `messages`)",
+    )
+    turns: Literal["first", "all"] | None = Field(
+        None, description="a multi-turn benchmark (MT-Bench's `turn` and `turns` columns, answers to turn k in "
+        "`<column>_turn<k>`): `first` judges every row on the first turn (the paper's judges); `all` judges a later "
+        "turn's answers after the whole conversation before them, each model's own earlier answers included",
+    )
     sample: int | None = Field(None, ge=1, le=100_000_000, description="take this many prompts (seeded); all when unset")
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
@@ -146,6 +156,9 @@ class Generation(Strict):
     revise_multi_prompt: str = "prompts/generator/revise_multi.txt"
     reviewer_system_prompt: str = "prompts/reviewer/system.txt"
     reviewer_user_prompt: str = "prompts/reviewer/user.txt"
+    reviewer_multi_turn_user_prompt: str = Field(
+        "prompts/reviewer/multi_turn_user.txt", description="the reviewer's user message when the prompt is a "
+        "conversation (a system message or earlier turns): the conversation, then the response to its last turn")
 
 
 ROLES = ("general_public", "psychologist", "critic")  # the paper's referees, in speaking order
@@ -192,6 +205,16 @@ class Panel(Strict):
     system_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_system.txt "
                                       "(<strategy>_no_reasoning_system.txt without reasoning)")
     user_prompt: str | None = Field(None, description="template file; default prompts/judge/<strategy>_user.txt")
+    multi_turn_system_prompt: str | None = Field(None, description="for an item whose prompt is a conversation (a system "
+                                                 "message or earlier turns): default prompts/judge/<strategy>_multi_turn[_no_reasoning]_system.txt")
+    multi_turn_user_prompt: str | None = Field(None, description="default prompts/judge/<strategy>_multi_turn_user.txt "
+                                               "(each assistant's conversation with the user, MT-Bench's layout)")
+    reference_system_prompt: str | None = Field(None, description="for an item with a reference answer "
+                                                "(source.reference_column): default prompts/judge/<strategy>_reference[_no_reasoning]_system.txt")
+    reference_user_prompt: str | None = Field(None, description="default prompts/judge/<strategy>_reference_user.txt")
+    multi_turn_reference_system_prompt: str | None = Field(None, description="a conversation with a reference answer: "
+                                                           "default prompts/judge/<strategy>_multi_turn_reference[_no_reasoning]_system.txt")
+    multi_turn_reference_user_prompt: str | None = Field(None, description="default prompts/judge/<strategy>_multi_turn_reference_user.txt")
     max_parse_failure_rate: float = Field(0.1, ge=0, le=1, description="share of failed judge calls that fails the stage")
     structured: bool = Field(False, description="ask for a JSON verdict where the provider supports structured output")
 
@@ -201,10 +224,12 @@ class Panel(Strict):
         raise ValueError("replaced by judge.panel.orders: rotations (the default: every candidate in every position), "
                          "reverse (the old `swap: true`) or single (`swap: false`)")
 
-    def template(self, role: str) -> str:
-        given = self.system_prompt if role == "system" else self.user_prompt
-        brief = "_no_reasoning" if role == "system" and not self.reasoning else ""
-        return given or f"prompts/judge/{self.strategy}{brief}_{role}.txt"
+    def template(self, role: str, variant: str = "") -> str:
+        """The template file of `role` (system or user) for a `variant` of the prompts: "" (the paper's
+        Table 8, single-turn items), `multi_turn`, `reference` or `multi_turn_reference`."""
+        given = getattr(self, f"{variant}_{role}_prompt" if variant else f"{role}_prompt")
+        parts = (self.strategy, variant, "no_reasoning" if role == "system" and not self.reasoning else "", role)
+        return given or "prompts/judge/" + "_".join(p for p in parts if p) + ".txt"
 
 
 class Judge(Strict):

@@ -84,7 +84,9 @@ async def _judge(engine: Engine, recipe: Recipe, spec: JudgeSpec, call: Call) ->
     n = len(call.shown)
     responses_shown = [c["response"] for c in call.shown]
     if call.turns is None:
-        conversation = messages(recipe, call.item["prompt"], responses_shown)
+        histories = [c["context"] or call.item["messages"] for c in call.shown]
+        conversation = messages(recipe, call.item["prompt"], responses_shown, histories=histories,
+                                reference=call.item["reference"])
     else:
         conversation = debate_messages(recipe, call.item["prompt"], responses_shown, list(call.turns),
                                        final_instruction(recipe, call.judge, n))

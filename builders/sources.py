@@ -118,7 +118,7 @@ def _checked_source(recipe: Recipe) -> pl.DataFrame:
     else:
         df = pl.read_parquet(benchmark_path(s.benchmark))
     where = s.where()
-    wanted = {f"source.{key}": getattr(s, key) for key in ("prompt_column", "id_column", "label_column")}
+    wanted = {f"source.{key}": getattr(s, key) for key in ("prompt_column", "id_column", "label_column", "reference_column")}
     for i, answer in enumerate(recipe.generation.answers):
         wanted[f"generation.answers[{i}].column"] = answer.column
         wanted[f"generation.answers[{i}].model_column"] = answer.model_column
@@ -131,7 +131,29 @@ def _checked_source(recipe: Recipe) -> pl.DataFrame:
             raise RecipeError(f"{key}: column '{col}' not in {where} (columns: {', '.join(df.columns)})")
     if df.height == 0:
         raise RecipeError(f"source: {where} has no rows")
+    if s.turns is not None:
+        _check_turns(recipe, df)
     return df
+
+
+def turn_column(column_name: str, turn: int) -> str:
+    """The source column with an answer column's answers to `turn` (MT-Bench: `response_a_turn2`)."""
+    return column_name if turn == 1 else f"{column_name}_turn{turn}"
+
+
+def _check_turns(recipe: Recipe, df: pl.DataFrame) -> None:
+    s, where = recipe.source, recipe.source.where()
+    for name, dtype in (("turn", "the turn each row judges"), ("turns", "the user turns")):
+        if name not in df.columns:
+            raise RecipeError(f"source.turns: column '{name}' ({dtype}) not in {where}: it has no turns (columns: {', '.join(df.columns)})")
+    if s.turns == "all":
+        for i, answer in enumerate(recipe.generation.answers):
+            for k in range(2, int(df["turn"].max() or 1) + 1):
+                if column(df, turn_column(answer.column, k)) is None:
+                    raise RecipeError(
+                        f"source.turns: column '{turn_column(answer.column, k)}' (generation.answers[{i}] at turn {k}) "
+                        f"not in {where}"
+                    )
 
 
 def source_problems(recipe: Recipe) -> list[str]:
@@ -143,14 +165,3 @@ def source_problems(recipe: Recipe) -> list[str]:
     except RecipeError as e:
         return [str(e)]
     return []
-
-
-def prompt_text(value: object) -> str | None:
-    """A prompt cell as text: plain text, or the first user turn of a list of chat messages."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        for message in value:
-            if isinstance(message, dict) and message.get("role") == "user" and isinstance(message.get("content"), str):
-                return message["content"]
-    return None

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from builders.conversation import transcript
 from builders.judgment_parser import Judgment, parse_judgment
 from builders.llm.types import TOP_LOGPROBS, OutputFormat, TokenLogprob
 from builders.logprob_scores import LETTER_NAMES, expected_pick, expected_scores
@@ -61,6 +62,38 @@ def render_responses(responses: list[str], marker: str, *, names: list[str] | No
     return "\n\n".join(blocks)
 
 
+def render_conversations(histories: list[list[dict]], responses: list[str], marker: str, *,
+                         names: list[str] | None = None) -> str:
+    """Each assistant's conversation with the user, as MT-Bench's multi-turn judges see it: the
+    conversation before its answer (its own, when each model's earlier answers differ), then its
+    answer, all between a start and an end line that carry the call's marker."""
+    blocks = []
+    for i, (history, text) in enumerate(zip(histories, responses)):
+        who = names[i] if names else f"Assistant {letter(i)}"
+        blocks.append(f"[The Start of {who}'s Conversation with User {marker}]\n\n{transcript(history, text, who)}\n\n"
+                      f"[The End of {who}'s Conversation with User {marker}]")
+    return "\n\n".join(blocks)
+
+
+def render_reference(reference: str, marker: str) -> str:
+    return f"[The Start of Reference Answer {marker}]\n{reference}\n[The End of Reference Answer {marker}]"
+
+
+# The judge prompts' variants: the paper's Table 8 for single-turn items, MT-Bench's layouts for the
+# rest (its multi-turn and reference-guided judge prompts), and the placeholders each user template may use.
+VARIANTS = ("", "multi_turn", "reference", "multi_turn_reference")
+USER_PLACEHOLDERS = {
+    "": frozenset({"question", "responses"}),
+    "multi_turn": frozenset({"question", "conversations"}),
+    "reference": frozenset({"question", "reference", "responses"}),
+    "multi_turn_reference": frozenset({"question", "conversations", "reference"}),
+}
+
+
+def variant(multi_turn: bool, reference: bool) -> str:
+    return "_".join(v for v, on in (("multi_turn", multi_turn), ("reference", reference)) if on)
+
+
 def score_format(n: int, scale: int) -> str:
     return "\n".join(f"### Score Assistant {letter(i)}: {'XYZW'[i % 4]}/{scale}" for i in range(n))
 
@@ -77,7 +110,7 @@ class Strategy:
 
     name: ClassVar[str]
     system_placeholders: ClassVar[frozenset[str]]
-    user_placeholders: ClassVar[frozenset[str]] = frozenset({"question", "responses"})
+    names: ClassVar[list[str] | None] = None  # how the prompts name the answers (None: Assistant A, B, ...)
 
     def groups(self, candidates: list) -> list[tuple]:
         """The candidate groups judged together, one call per group and order."""
@@ -90,8 +123,17 @@ class Strategy:
     def system_values(self, n: int, scale: int, reasoning: bool) -> dict:
         return {}
 
-    def user_values(self, question: str, responses: list[str], marker: str) -> dict:
-        return {"question": question, "responses": render_responses(responses, marker)}
+    def user_values(self, question: str, responses: list[str], marker: str, *,
+                    histories: list[list[dict]] | None = None, reference: str | None = None) -> dict:
+        """The user template's values: the question and the fenced answers; with `histories`, each
+        answer's conversation; with `reference`, the fenced reference answer."""
+        names = [f"{n}'s" for n in self.names] if self.names else None
+        values = {"question": question, "responses": render_responses(responses, marker, names=names)}
+        if histories is not None:
+            values["conversations"] = render_conversations(histories, responses, marker, names=self.names)
+        if reference is not None:
+            values["reference"] = render_reference(reference, marker)
+        return values
 
     def answer_format(self, n: int, scale: int) -> str:
         raise NotImplementedError
@@ -189,8 +231,7 @@ class Independent(Strategy):
     def system_values(self, n: int, scale: int, reasoning: bool) -> dict:
         return {"scale": scale, "answer_format": self.answer_format(n, scale)}
 
-    def user_values(self, question: str, responses: list[str], marker: str) -> dict:
-        return {"question": question, "responses": render_responses(responses, marker, names=["Assistant's"])}
+    names = ["Assistant"]
 
     def answer_format(self, n: int, scale: int) -> str:
         return f"### Overall Score: X/{scale}"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from builders.conversation import MESSAGES
 from builders.errors import TableError, first_line
 from builders.memory import release_free_memory
 
@@ -67,7 +68,14 @@ ITEMS = Table(
     ("item_id",),
     (
         Column("item_id", pl.String, "content hash of the prompt; a labelled benchmark's own row id"),
-        Column("prompt", pl.String, "the user prompt (first user turn when the source holds chat messages)"),
+        Column("prompt", pl.String, "the user's last turn, as text: the whole prompt of a text source, the final user "
+               "message of a chat source (the turn the answers reply to)"),
+        Column("messages", MESSAGES, "the conversation the answers follow, as {role, content} messages: the source's "
+               "system message and earlier turns, then `prompt` as the last user turn (one user message for a text "
+               "source); null where each answer follows its own model's earlier answers (source.turns: all on a later "
+               "turn: see candidates.context)", nullable=True),
+        Column("reference", pl.String, "the reference answer (source.reference_column), shown to the judges beside "
+               "the answers; never a candidate, never exported (null when the source has none for the row)", nullable=True),
         Column("source_row", pl.Int64, "0-based row number in the source"),
         Column("source_id", pl.String, "the source's own id (`source.id_column`), if any", nullable=True),
     ),
@@ -87,6 +95,9 @@ CANDIDATES = Table(
         Column("reviewers", pl.List(pl.String), "recipe names of the reviewers (empty for `single`)"),
         Column("iteration", pl.Int64, "1 for the first answer, k for the (k-1)th revision (import: k-th imported column)"),
         Column("response", pl.String, "the generated response"),
+        Column("context", MESSAGES, "the conversation this response answers when it is its own, not the item's "
+               "`messages`: an imported answer to a later turn, after its model's own earlier answers "
+               "(source.turns: all); null otherwise", nullable=True),
         Column("problem", pl.String, "why the response is no answer (`empty`, `whitespace`, `refused`, `truncated`): never "
                "judged, chosen or exported; null for an answer", nullable=True),
         Column("finish_reason", pl.String, "why the generator stopped (`stop`, `length`, ...; null for imported answers)", nullable=True),
@@ -211,7 +222,9 @@ DPO = Table(
     (
         Column("pair_id", pl.String, "hash of the chosen and rejected candidate ids"),
         Column("item_id", pl.String, "the prompt's item"),
-        Column("prompt", pl.String, "the prompt"),
+        Column("prompt", pl.String, "the prompt: the user's last turn, as text"),
+        Column("messages", MESSAGES, "the whole conversation the answers follow (system message, earlier turns, "
+               "`prompt` last); TRL's conversational format publishes it as `prompt`"),
         Column("chosen", pl.String, "the preferred response"),
         Column("rejected", pl.String, "the dispreferred response"),
         Column("chosen_id", pl.String, "candidate id of `chosen`"),
@@ -235,7 +248,9 @@ KTO = Table(
                "term from the other rows of a batch"),
         Column("example_id", pl.String, "hash of the candidate id"),
         Column("item_id", pl.String, "the prompt's item"),
-        Column("prompt", pl.String, "the prompt"),
+        Column("prompt", pl.String, "the prompt: the user's last turn, as text"),
+        Column("messages", MESSAGES, "the whole conversation the answer follows (system message, earlier turns, "
+               "`prompt` last); TRL's conversational format publishes it as `prompt`"),
         Column("completion", pl.String, "the response"),
         Column("label", pl.Boolean, "true for the chosen response, false for a rejected one"),
         Column("candidate_id", pl.String, "candidate id of `completion`"),

@@ -6,18 +6,22 @@ is text in one recipe and a message list in another would break those views. Wha
 (the Hub folder `fellowship publish` writes, which users load with `datasets`) has TRL's column names
 in the recipe's format:
 
-- `standard`: the columns as stored, strings;
+- `standard`: the columns as stored, strings (a prompt that is a conversation has no text form in
+  it: `builders.export_checks.standard_problems` refuses those);
 - `conversational` (the default, TRL's recommendation with an explicit prompt): `prompt` a list of
-  `{role, content}` messages ending with the user's turn, `chosen`, `rejected` and `completion` a list
-  holding the assistant's turn, the shape TRL's `is_conversational` recognises.
+  `{role, content}` messages ending with the user's turn (the whole conversation: the stored
+  `messages`), `chosen`, `rejected` and `completion` a list holding the assistant's turn, the shape
+  TRL's `is_conversational` recognises.
+
+The stored `messages` column is not published under its own name: TRL reads a `messages` column as a
+language-modelling conversation.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
-MESSAGES = pl.List(MESSAGE)
+from builders.conversation import MESSAGES
 ANSWERS = {"dpo": ("chosen", "rejected"), "kto": ("completion",), "dpo_feedback": ("chosen", "rejected"),
            "kto_feedback": ("completion",)}
 
@@ -27,8 +31,10 @@ def _turn(role: str, column: str) -> pl.Expr:
 
 
 def _prompt(df: pl.DataFrame) -> pl.Expr:
-    """The prompt as messages: the `system` column's message first when the table has one (the
-    feedback tables: the reviewer's system prompt)."""
+    """The prompt as messages: the stored conversation (`dpo`, `kto`), or the `system` column's
+    message then the user's (the feedback tables: the reviewer's system prompt and message)."""
+    if "messages" in df.columns:
+        return pl.col("messages").alias("prompt")
     user = pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content"))
     if "system" not in df.columns:
         return pl.concat_list(user).alias("prompt")
@@ -37,12 +43,13 @@ def _prompt(df: pl.DataFrame) -> pl.Expr:
 
 
 def trl_frame(name: str, df: pl.DataFrame, fmt: str) -> pl.DataFrame:
-    """The published form of export table `name` in TRL's format `fmt` (same columns, same order).
+    """The published form of export table `name` in TRL's format `fmt` (the same columns in the same
+    order, but `messages`, which conversational `prompt` carries).
     A table with a `system` column puts it in the prompt: as its first message (conversational) or
     ahead of the text, separated by a blank line (standard, which has no system role)."""
     if fmt == "standard":
         if "system" in df.columns:
             return df.with_columns(pl.concat_str(pl.col("system"), pl.lit("\n\n"), pl.col("prompt")).alias("prompt"))
-        return df
+        return df.drop("messages", strict=False)
     return df.with_columns(_prompt(df), *(_turn("assistant", c) for c in ANSWERS[name])).cast(
-        {c: MESSAGES for c in ("prompt", *ANSWERS[name])})
+        {c: MESSAGES for c in ("prompt", *ANSWERS[name])}).drop("messages", strict=False)

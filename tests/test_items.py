@@ -41,12 +41,17 @@ def test_local_files(project, fmt):
 
 
 def test_save_to_disk_folder_with_chat_messages(project):
+    """The whole conversation is kept; its final assistant turn is the reference when the recipe says so."""
     messages = [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": p},
-                 {"role": "assistant", "content": "..."}] for p in PROMPTS]
+                 {"role": "assistant", "content": f"About {p}"}] for p in PROMPTS]
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"messages": messages})}).save_to_disk(
         str(project / "recipes" / "sources" / "saved"))
-    items = _build_items(project, "source:\n  path: sources/saved\n  split: train\n  prompt_column: messages\n")
+    items = _build_items(project, "source:\n  path: sources/saved\n  split: train\n  prompt_column: messages\n"
+                         "  reference_column: messages\n")
     assert sorted(items["prompt"]) == sorted(set(PROMPTS))
+    row = items.sort("source_row").row(0, named=True)
+    assert row["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": PROMPTS[0]}]
+    assert row["reference"] == f"About {PROMPTS[0]}"
 
 
 def test_hub_style_dataset_id(project, tmp_path):

@@ -44,7 +44,9 @@ def publish(recipe: str, repo_id: str | None, public: bool, revision: str | None
         summary = pub.summary(data)
     click.echo(summary)
     if dry_run:
-        click.echo(f"{r.name}: checked; would upload {folder} to {repo_id} ({'public' if public else 'private'})")
+        configs = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        click.echo(f"{r.name}: checked; would upload {folder} to {repo_id} ({'public' if public else 'private'}); "
+                   f"configs: {', '.join(configs)}")
         return
     info = pub.upload(folder, repo_id, private=not public, revision=revision, message=message or f"Publish {r.name}")
     click.echo(f"{r.name}: published to {repo_id} ({'public' if public else 'private'}): {getattr(info, 'commit_url', info)}")
