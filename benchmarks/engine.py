@@ -142,6 +142,8 @@ judge:
     models: [{model}]
     system_prompt: '{prompts_dir}/judge/combined_system.txt'
     user_prompt: '{prompts_dir}/judge/combined_user.txt'
+    multi_turn_system_prompt: '{prompts_dir}/judge/combined_multi_turn_system.txt'
+    multi_turn_user_prompt: '{prompts_dir}/judge/combined_multi_turn_user.txt'
   mode: judge
 export: {{}}
 """

@@ -126,3 +126,59 @@ def test_second_full_build_makes_no_requests(project, tmp_path):
     assert len(llm_lines) == 2 and all("; 0 calls, " in line for line in llm_lines), result.stderr
     for name, table in first.items():
         assert_frame_equal(pl.read_parquet(TABLES[name].path(data_dir)), table)  # timings included
+
+
+# A Ray task's cache part (builders.llm.cache, ResponseCache(part=...)) commits its answers in groups.
+
+def _committed(part) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+        return db.execute("select count(*) from responses").fetchone()[0]
+
+
+def test_a_cache_part_commits_its_answers_in_groups_and_on_close(tmp_path, monkeypatch):
+    from builders.llm import cache as cache_module
+    from builders.llm.types import Completion
+
+    monkeypatch.setattr(cache_module, "GROUP_SECONDS", 3600.0)
+    part = ResponseCache(tmp_path, part=("r/s", "000000000000"))
+    answer = Completion(text="a", tokens_in=1, tokens_out=1)
+    for i in range(cache_module.GROUP_ANSWERS - 1):
+        part.put(f"k{i}", answer, 0.1)
+    assert _committed(part.writes) == 0  # held back, yet the task's own lookups see them
+    assert part.get("k0") == (answer, 0.1)
+    part.put("last", answer, 0.1)
+    assert _committed(part.writes) == cache_module.GROUP_ANSWERS  # a full group is committed
+    part.put("one more", answer, 0.1)
+    assert _committed(part.writes) == cache_module.GROUP_ANSWERS
+    part.close()
+    assert _committed(part.writes) == cache_module.GROUP_ANSWERS + 1  # close commits the rest
+    monkeypatch.setattr(cache_module, "GROUP_SECONDS", 0.0)
+    again = ResponseCache(tmp_path, part=("r/s", "000000000000"))  # a retried attempt sees the first's part
+    assert again.get("one more") == (answer, 0.1)
+    again.put("new", answer, 0.1)
+    assert _committed(again.writes) == 1  # the oldest answer waited GROUP_SECONDS: committed at once
+    again.close()
+    main = ResponseCache(tmp_path)
+    assert main.merge_parts("r/s") == cache_module.GROUP_ANSWERS + 2 and len(main) == cache_module.GROUP_ANSWERS + 2
+    main.close()
+
+
+def test_cache_errors_name_the_file_that_failed(tmp_path):
+    import pytest
+
+    from builders.llm.cache import PARTS, CacheError
+
+    folder = tmp_path / PARTS / "r" / "s"
+    folder.mkdir(parents=True)
+    damaged = folder / "000000000000-1-dead.sqlite"
+    damaged.write_bytes(b"not a database" * 100)
+    part = ResponseCache(tmp_path, part=("r/s", "000000000000"))
+    with pytest.raises(CacheError, match=f"response cache {damaged}: file is not a database"):
+        part.get("k")
+    part.close()
+    main = ResponseCache(tmp_path)
+    with pytest.raises(CacheError, match=f"response cache {damaged}: file is not a database"):
+        main.merge_parts("r/s")
+    main.close()

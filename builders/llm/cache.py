@@ -4,7 +4,8 @@ The key is a hash of everything that changes what a model writes: the model's id
 model id; the bundled local model by its sha256; an openai-compatible model with its server URL),
 messages, sampling parameters, output format (grammar, JSON schema) and sample index. Timeouts, retries, concurrency and
 prices are left out, so changing them never invalidates a finished call. Each answer is committed
-as soon as it arrives: a killed build loses no paid call.
+as soon as it arrives: a killed build loses no paid call (a Ray task's part commits its answers in
+small groups, see below).
 
 A cache that cannot be used (a damaged file, a full disk, a folder that is not writable) is one
 line naming the file and what to do, never a traceback.
@@ -16,6 +17,12 @@ file system serves it; one writer per part), and looks a call up in `responses.s
 then in its own part, then in the parts earlier attempts at the same block left (a task retried
 after its worker died finds what the dead attempt stored). The driver merges the parts into
 `responses.sqlite` when the stage commits, and at the start of the next run after a driver was killed.
+
+A part commits its answers in groups: when GROUP_ANSWERS answers are waiting, when the oldest has
+waited GROUP_SECONDS (checked at each lookup and store), before a batch-journal write, and on close,
+with `synchronous=normal`. A commit in rollback-journal mode creates, syncs and deletes a journal
+file (milliseconds on the task's event loop); in groups that cost is shared. A killed task loses
+only the answers not yet committed (at most GROUP_ANSWERS): they are asked again, never stored half.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +39,8 @@ from builders.errors import BuildError, first_line
 from builders.llm.types import Completion, Message, OutputFormat
 
 DEFAULT_DIR = Path(".cache") / "llm"
+GROUP_ANSWERS = 32  # a cache part commits once this many answers wait ...
+GROUP_SECONDS = 0.5  # ... or once the oldest has waited this long
 
 
 def default_cache_dir() -> Path:
@@ -91,45 +101,72 @@ class ResponseCache:
         directory = Path(directory) if directory is not None else default_cache_dir()
         self.directory = directory
         self.path = directory / "responses.sqlite"
-        self._readers: list[sqlite3.Connection] = []
-        with self._guard():
+        self.writes = self.path  # the file this cache writes: responses.sqlite, or a Ray task's part
+        self._readers: list[tuple[Path, sqlite3.Connection]] = []
+        self._waiting = 0  # a part's answers not yet committed
+        self._oldest = 0.0  # when the first of them was stored (time.monotonic)
+        with self._guard(directory):
             directory.mkdir(parents=True, exist_ok=True)
-            if part is None:
+        if part is None:
+            with self._guard():
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 self._db.execute("pragma journal_mode=wal")
                 self._db.execute("pragma synchronous=normal")
                 _create_tables(self._db)
-                return
-            group, block = part
-            folder = directory / PARTS / group
+            return
+        group, block = part
+        folder = directory / PARTS / group
+        with self._guard(folder):
             folder.mkdir(parents=True, exist_ok=True)
             earlier = sorted(folder.glob(f"{block}-*.sqlite"))
-            own = folder / f"{block}-{os.getpid()}-{os.urandom(4).hex()}.sqlite"
-            self._db = sqlite3.connect(own, isolation_level=None, check_same_thread=False)
+            self.writes = folder / f"{block}-{os.getpid()}-{os.urandom(4).hex()}.sqlite"
+        with self._guard(self.writes):
+            self._db = sqlite3.connect(self.writes, isolation_level=None, check_same_thread=False)
             self._db.execute("pragma journal_mode=delete")
+            self._db.execute("pragma synchronous=normal")
             _create_tables(self._db)
-            for path in ([self.path] if self.path.exists() else []) + earlier:
+        for path in ([self.path] if self.path.exists() else []) + earlier:
+            with self._guard(path):
                 reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-                self._readers.append(reader)
+            self._readers.append((path, reader))
+
+    @property
+    def is_part(self) -> bool:
+        return self.writes != self.path
 
     @contextmanager
-    def _guard(self):
-        """sqlite, OS and decoding errors as one line naming the cache file."""
+    def _guard(self, path: Path | None = None):
+        """sqlite, OS and decoding errors as one line naming the file that failed (by default the one
+        this cache writes: `responses.sqlite`, or a Ray task's part)."""
         try:
             yield
         except (sqlite3.Error, OSError, ValueError, TypeError) as e:
-            raise CacheError(f"response cache {self.path}: {first_line(e)}; {_advice(e)}") from None
+            raise CacheError(f"response cache {path or self.writes}: {first_line(e)}; {_advice(e)}") from None
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._guard():
             return self._db.execute(sql, params).fetchall()
 
+    def flush(self) -> None:
+        """Commit the answers a part holds back (a no-op for `responses.sqlite`, which commits each)."""
+        if self._waiting:
+            with self._guard():
+                self._db.execute("commit")
+            self._waiting = 0
+
+    def _flush_if_due(self) -> None:
+        if self._waiting and (self._waiting >= GROUP_ANSWERS or time.monotonic() - self._oldest >= GROUP_SECONDS):
+            self.flush()
+
     def get(self, key: str) -> tuple[Completion, float] | None:
+        self._flush_if_due()
         rows = self._query("select completion, latency_s from responses where key = ?", (key,))
-        for reader in self._readers:
+        source = self.writes
+        for path, reader in self._readers:
             if rows:
                 break
-            with self._guard():
+            source = path
+            with self._guard(path):
                 try:
                     rows = reader.execute("select completion, latency_s from responses where key = ?", (key,)).fetchall()
                 except sqlite3.OperationalError as e:  # a part a killed attempt left before creating its table
@@ -137,24 +174,36 @@ class ResponseCache:
                         raise
         if not rows:
             return None
-        with self._guard():
+        with self._guard(source):
             return Completion.from_stored(json.loads(rows[0][0])), float(rows[0][1])
 
     def put(self, key: str, completion: Completion, latency_s: float) -> None:
         blob = json.dumps(completion.stored(), ensure_ascii=False)
-        self._query("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
+        if not self.is_part:
+            self._query("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
+            return
+        with self._guard():
+            if not self._waiting:
+                self._db.execute("begin")
+                self._oldest = time.monotonic()
+            self._db.execute("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
+            self._waiting += 1
+        self._flush_if_due()
 
     # The batch journal: one row per uploaded request file, written before its job is started, so a
     # restart finds the job (or, after a crash between the two, the file it was started on) instead
     # of submitting the same requests again. state: uploaded -> submitted -> done.
 
     def journal_upload(self, file_id: str, endpoint: str, keys: list[str]) -> None:
+        self.flush()  # a journal row is committed before its job is started
         self._query("insert into batch_jobs values (?, ?, null, ?, 'uploaded')", (file_id, endpoint, json.dumps(keys)))
 
     def journal_submit(self, file_id: str, job_id: str) -> None:
+        self.flush()
         self._query("update batch_jobs set job_id = ?, state = 'submitted' where file_id = ?", (job_id, file_id))
 
     def journal_done(self, file_id: str) -> None:
+        self.flush()
         self._query("update batch_jobs set state = 'done' where file_id = ?", (file_id,))
 
     def journal_open(self, endpoint: str) -> list[tuple[str, str | None, list[str]]]:
@@ -176,20 +225,26 @@ class ResponseCache:
         added = 0
         for path in sorted(folder.glob("*.sqlite")) if folder.exists() else []:
             before = len(self)
-            with self._guard():
+            with self._guard(path):
                 try:
                     self._db.execute("attach database ? as part", (f"file:{path}?mode=ro",))
                 except sqlite3.OperationalError:  # an older SQLite without URI filenames in attach
                     self._db.execute("attach database ? as part", (str(path),))
-                try:
+            try:
+                with self._guard(path):
                     tables = {r[0] for r in self._db.execute("select name from part.sqlite_master where type = 'table'")}
+                # copying reads the part and writes this cache: an error names both
+                with self._guard(f"{self.path} (merging {path})"):
                     self._db.execute("begin")
                     if "responses" in tables:
                         self._db.execute("insert or ignore into responses select key, completion, latency_s from part.responses")
                     if "batch_jobs" in tables:
                         self._db.execute("insert or replace into batch_jobs select * from part.batch_jobs")
                     self._db.execute("commit")
-                finally:
+            finally:
+                with self._guard(path):
+                    if self._db.in_transaction:
+                        self._db.execute("rollback")
                     self._db.execute("detach database part")
             added += len(self) - before
             for leftover in (path, path.with_name(path.name + "-journal")):
@@ -197,7 +252,12 @@ class ResponseCache:
         return added
 
     def close(self) -> None:
-        with self._guard():
-            self._db.close()
-            for reader in self._readers:
-                reader.close()
+        """Commit what a part holds back, then close every connection."""
+        try:
+            self.flush()
+        finally:
+            with self._guard():
+                self._db.close()
+            for path, reader in self._readers:
+                with self._guard(path):
+                    reader.close()
