@@ -27,7 +27,6 @@ reproduced, or the run continued, from a fresh clone.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -36,6 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.saved_answers import interval, load_answers, save_answers  # noqa: E402
+
 WORK = Path.home() / ".cache" / "fellowship" / "local-judge"
 RESULTS = ROOT / "benchmarks" / "results" / "local_judge.json"
 ANSWERS = ROOT / "benchmarks" / "results" / "local_judge_answers.jsonl.gz"
@@ -116,10 +118,6 @@ def report(work: Path) -> dict:
     return out
 
 
-def _cell(r: dict, name: str) -> str:
-    v, lo, hi = r.get(name), r.get(f"{name}_low"), r.get(f"{name}_high")
-    return "n/a" if v is None else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
-
 
 def table(results: dict) -> str:
     head = "| configuration | benchmark | items | kappa [95% CI] | accuracy [95% CI] | flip rate | position bias | longer wins | s / call |"
@@ -127,42 +125,12 @@ def table(results: dict) -> str:
     for config, by in results.items():
         for benchmark, r in by.items():
             lines.append(
-                f"| {config} | {benchmark} | {r['items']} | {_cell(r, 'kappa')} | {_cell(r, 'accuracy')} | "
-                f"{_cell(r, 'flip_rate')} | {_cell(r, 'position_bias')} | {_cell(r, 'longer_wins')} | {r['seconds_per_call']:.1f} |"
+                f"| {config} | {benchmark} | {r['items']} | {interval(r, 'kappa')} | {interval(r, 'accuracy')} | "
+                f"{interval(r, 'flip_rate')} | {interval(r, 'position_bias')} | {interval(r, 'longer_wins')} | {r['seconds_per_call']:.1f} |"
             )
     return "\n".join(lines)
 
 
-def load_answers(cache_dir: Path) -> int:
-    """Put the saved answers the cache lacks into it; how many were added."""
-    from builders.llm.cache import ResponseCache
-    from builders.llm.types import Completion
-
-    if not ANSWERS.exists():
-        return 0
-    cache, added = ResponseCache(cache_dir), 0
-    with gzip.open(ANSWERS, "rt", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if cache.get(row["key"]) is None:
-                cache.put(row["key"], Completion.from_stored(row["completion"]), row["latency_s"])
-                added += 1
-    cache.close()
-    return added
-
-
-def save_answers(cache_dir: Path) -> int:
-    """Every cached answer, sorted by key, into ANSWERS (written whole, then moved into place)."""
-    import sqlite3
-
-    db = sqlite3.connect(cache_dir / "responses.sqlite")
-    rows = db.execute("select key, completion, latency_s from responses order by key").fetchall()
-    tmp = ANSWERS.with_name(ANSWERS.name + ".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as f:
-        for key, completion, latency in rows:
-            f.write(json.dumps({"key": key, "completion": json.loads(completion), "latency_s": latency}) + "\n")
-    os.replace(tmp, ANSWERS)
-    return len(rows)
 
 
 def main() -> None:
@@ -174,11 +142,10 @@ def main() -> None:
     args = parser.parse_args()
     cache_dir = args.cache or args.work / "llm"
     os.environ["FELLOWSHIP_CACHE_DIR"] = str(cache_dir)
-    sys.path.insert(0, str(ROOT))
     if args.phase == "save":
-        print(f"saved {save_answers(cache_dir)} answers to {ANSWERS}")
+        print(f"saved {save_answers(cache_dir, ANSWERS)} answers to {ANSWERS}")
         return
-    print(f"loaded {load_answers(cache_dir)} saved answers into {cache_dir}", file=sys.stderr)
+    print(f"loaded {load_answers(cache_dir, ANSWERS)} saved answers into {cache_dir}", file=sys.stderr)
     if args.phase == "run":
         run(args.work, args.only)
         return

@@ -32,7 +32,6 @@ them to `benchmarks/results/mt_bench_turns_answers.jsonl.gz`, which `run` and `r
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -41,6 +40,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.saved_answers import interval, load_answers, save_answers  # noqa: E402
+
 WORK = Path.home() / ".cache" / "fellowship" / "mt-bench-turns"
 RESULTS = ROOT / "benchmarks" / "results" / "mt_bench_turns.json"
 ANSWERS = ROOT / "benchmarks" / "results" / "mt_bench_turns_answers.jsonl.gz"
@@ -156,51 +158,17 @@ def _snapshot(data: Path, dest: Path, item_ids: set[str]) -> Path:
     return dest
 
 
-def _cell(r: dict, name: str) -> str:
-    v, lo, hi = r.get(name), r.get(f"{name}_low"), r.get(f"{name}_high")
-    return "n/a" if v is None else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
-
 
 def table(results: dict) -> str:
     head = ("| configuration | rows | kappa [95% CI] | accuracy [95% CI] | flip rate [95% CI] | position bias [95% CI] "
             "| failed calls | s / call |")
     lines = [head, "|" + "---|" * 8]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['items']} | {_cell(r, 'kappa')} | {_cell(r, 'accuracy')} | {_cell(r, 'flip_rate')} | "
-                     f"{_cell(r, 'position_bias')} | {r['failed_calls']} of {r['calls']} | {r['seconds_per_call']:.1f} |")
+        lines.append(f"| {name} | {r['items']} | {interval(r, 'kappa')} | {interval(r, 'accuracy')} | {interval(r, 'flip_rate')} | "
+                     f"{interval(r, 'position_bias')} | {r['failed_calls']} of {r['calls']} | {r['seconds_per_call']:.1f} |")
     return "\n".join(lines)
 
 
-def load_answers(cache_dir: Path, answers: Path = ANSWERS) -> int:
-    """Put the saved answers the cache lacks into it; how many were added."""
-    from builders.llm.cache import ResponseCache
-    from builders.llm.types import Completion
-
-    if not answers.exists():
-        return 0
-    cache, added = ResponseCache(cache_dir), 0
-    with gzip.open(answers, "rt", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if cache.get(row["key"]) is None:
-                cache.put(row["key"], Completion.from_stored(row["completion"]), row["latency_s"])
-                added += 1
-    cache.close()
-    return added
-
-
-def save_answers(cache_dir: Path, answers: Path = ANSWERS) -> int:
-    """Every cached answer, sorted by key, into `answers` (written whole, then moved into place)."""
-    import sqlite3
-
-    db = sqlite3.connect(cache_dir / "responses.sqlite")
-    rows = db.execute("select key, completion, latency_s from responses order by key").fetchall()
-    tmp = answers.with_name(answers.name + ".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as f:
-        for key, completion, latency in rows:
-            f.write(json.dumps({"key": key, "completion": json.loads(completion), "latency_s": latency}) + "\n")
-    os.replace(tmp, answers)
-    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,7 +188,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--source and --reference-column go together")
     cache_dir = args.cache or args.work / "llm"
     os.environ["FELLOWSHIP_CACHE_DIR"] = str(cache_dir)
-    sys.path.insert(0, str(ROOT))
     names = configs(args.reference_column)
     if args.phase == "save":
         print(f"saved {save_answers(cache_dir, args.answers)} answers to {args.answers}")
