@@ -20,7 +20,7 @@ from builders.prompts import render
 from builders.recipe import Recipe
 from builders.scores import judged_candidates
 from builders.strategies import presentation_orders
-from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_part, read_rows_of, read_table, write_table
+from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_parts, read_rows_of, read_table, write_table
 
 READS = ("items", "candidates")
 WRITES = ("debates",)
@@ -104,4 +104,4 @@ def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]
 
 
 def commit(recipe: Recipe, data_dir: Path, parts: list[Path]) -> None:
-    write_table(DEBATES, pl.concat([read_part(DEBATES, p) for p in parts]) if parts else frame(DEBATES, []), data_dir)
+    write_table(DEBATES, read_parts(DEBATES, parts), data_dir)

@@ -28,7 +28,7 @@ from builders.judging import ask, debate_messages, final_instruction, messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.strategies import JudgeSpec, presentation_orders
-from builders.tables import CANDIDATES, DEBATES, ITEMS, SCORES, content_id, frame, read_part, read_rows_of, read_table, write_table
+from builders.tables import CANDIDATES, DEBATES, ITEMS, SCORES, content_id, frame, read_parts, read_rows_of, read_table, write_table
 
 READS = ("items", "candidates", "debates")
 WRITES = ("scores",)
@@ -191,4 +191,4 @@ def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]
 
 
 def commit(recipe: Recipe, data_dir: Path, parts: list[Path]) -> None:
-    _write(recipe, data_dir, pl.concat([read_part(SCORES, p) for p in parts]) if parts else frame(SCORES, []))
+    _write(recipe, data_dir, read_parts(SCORES, parts))
