@@ -82,12 +82,19 @@ def _reachable(address: str) -> None:
 
 
 def task_env(recipe: Recipe, models: list[str]) -> dict[str, str]:
-    """What the tasks need from this environment: the models' key variables, FELLOWSHIP_* settings
-    and PYTHONPATH (Ray passes them to the tasks' workers; keys stay out of the recipe and the tables)."""
+    """The settings the tasks' workers need from this environment: FELLOWSHIP_* and PYTHONPATH
+    (Ray's runtime_env; Ray writes it into its own logs, so no key goes this way: `task_keys`)."""
+    names = {"PYTHONPATH"} | {n for n in os.environ if n.startswith(ENV_PREFIXES)}
+    keys = set(task_keys(recipe, models))
+    return {n: os.environ[n] for n in sorted(names - keys) if n in os.environ}
+
+
+def task_keys(recipe: Recipe, models: list[str]) -> dict[str, str]:
+    """The models' API-key variables, handed to each task as an argument (in the cluster's memory,
+    never in a log, a table or the recipe) and set in the task's environment for its providers."""
     from builders.llm.registry import key_variable
 
-    names = {key_variable(recipe.models[m]) for m in models} | {"PYTHONPATH"}
-    names |= {n for n in os.environ if n.startswith(ENV_PREFIXES)}
+    names = {key_variable(recipe.models[m]) for m in models}
     return {n: os.environ[n] for n in sorted(n for n in names if n and n in os.environ)}
 
 
@@ -188,9 +195,11 @@ def _stage_module(stage: str):
 
 
 def _answer_block(batch, *, stage: str, recipe: Recipe, config: EngineConfig, data_dir: str, parts_dir: str,
-                  cache_group: str, items_total: int, budget_left: float | None):
+                  cache_group: str, items_total: int, budget_left: float | None, keys: dict[str, str]):
     """(a Ray task) Answer one block of items; write its rows as a part; return what it did."""
     import pyarrow as pa
+
+    os.environ.update(keys)
 
     from builders.tables import TABLES as tables, frame, replace_atomically
 
@@ -284,7 +293,8 @@ def _run(ray, recipe, stage, module, models, config, engine, cache_dir, data_dir
         _answer_block, batch_size=block_items, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=tasks),
         num_cpus=1,
         fn_kwargs={"stage": stage, "recipe": recipe, "config": task_config, "data_dir": str(data_dir),
-                   "parts_dir": str(parts_dir), "cache_group": group, "items_total": total, "budget_left": budget_left},
+                   "parts_dir": str(parts_dir), "cache_group": group, "items_total": total, "budget_left": budget_left,
+                   "keys": task_keys(recipe, models)},
     )
     try:
         done = results.take_all()

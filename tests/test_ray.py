@@ -59,12 +59,17 @@ def _processes_of(temp_dir: str) -> list[int]:
     return pids
 
 
+CLUSTER_DIRS: list[Path] = []  # the temp folder (logs, sessions) of the module's cluster
+SENTINEL_KEY = "sk-ray-sentinel-4f0c9a"
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A head and a second node on 127.0.0.1 (`ray start`, one CPU each), stopped by their pids."""
     import tempfile
 
     temp_dir = tempfile.mkdtemp(prefix="rfs", dir="/tmp")  # short: Ray's socket paths live under it
+    CLUSTER_DIRS.append(Path(temp_dir))
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "RAY_USAGE_STATS_ENABLED": "0"}
@@ -108,17 +113,18 @@ def tables(tmp_path: Path, name: str, which=BUILT_TABLES) -> dict[str, pl.DataFr
     return {t: pl.read_parquet(TABLES[t].path(data)).drop(MEASURED, strict=False) for t in which}
 
 
-def server_recipe(project: Path, server: FakeOpenAIServer, items: int = 4, concurrency: int = 4) -> None:
+def server_recipe(project: Path, server: FakeOpenAIServer, items: int = 4, concurrency: int = 4, extra: str = "") -> None:
     path = tiny_recipe(project, provider="openai-compatible", model="m",
-                       extra=f", base_url: '{server.base_url}', concurrency: {concurrency}")
+                       extra=f", base_url: '{server.base_url}', concurrency: {concurrency}{extra}")
     path.write_text(path.read_text().replace("sample: 4", f"sample: {items}"))
 
 
-def test_a_ray_build_writes_the_tables_a_local_build_writes(cluster, project, tmp_path):
+def test_a_ray_build_writes_the_tables_a_local_build_writes(cluster, project, tmp_path, monkeypatch):
     # the demo's shape (feedback loop with a reviewer, combined judge in every rotation), on the fake
     # OpenAI-compatible server; two blocks per stage so the parts really are committed in order
+    monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)  # the key the tasks' providers need
     with FakeOpenAIServer() as server:
-        server_recipe(project, server, items=6)
+        server_recipe(project, server, items=6, extra=", api_key_env: OPENAI_API_KEY")
         build(project, tmp_path, "local")
         local_calls = server.completed
         done = build(project, tmp_path, "ray", "--executor", "ray", "--address", cluster)
@@ -129,6 +135,9 @@ def test_a_ray_build_writes_the_tables_a_local_build_writes(cluster, project, tm
         assert on_ray[name].equals(local[name]), name
     assert not list((tmp_path / "ray-cache").glob("parts/**/*.sqlite"))  # every part merged
     assert not (tmp_path / "ray-data" / "tiny" / ".parts").exists()
+    assert SENTINEL_KEY not in done.stdout + done.stderr
+    written = [p for d in (tmp_path, *CLUSTER_DIRS) for p in d.rglob("*") if p.is_file() and not p.is_socket()]
+    assert written and not [p for p in written if SENTINEL_KEY.encode() in p.read_bytes()]
 
 
 def test_a_recipe_can_send_one_stage_to_ray(cluster, project, tmp_path):
