@@ -221,6 +221,20 @@ def test_missing_repo_id_is_one_line(project, tmp_path):
     assert result.returncode == 1 and "export.hub_repo: name the Hub dataset (or pass --repo)" in result.stderr
 
 
+def test_a_dry_run_without_a_hub_id_previews_under_a_placeholder(built):
+    project, env = built
+    recipe = project / "recipes" / "tiny.yaml"
+    recipe.write_text(recipe.read_text().replace("  hub_repo: someone/tiny-prefs\n", ""))
+    run(["dvc", "repro"], project, env)  # the recipe changed, so its stages are stale until rebuilt
+    result = _publish(project, env, "--dry-run")
+    assert "would upload" in result.stdout and "your-hf-user/tiny (private)" in result.stdout
+    assert "your-hf-user/tiny is a placeholder; set export.hub_repo or pass --repo to publish" in result.stdout
+    card = (project / "data" / "tiny" / "hub" / "README.md").read_text()
+    assert 'load_dataset("your-hf-user/tiny", "dpo", split="train")' in card
+    pushed = _publish(project, {**env, "HF_TOKEN": TOKEN}, check=False)
+    assert pushed.returncode == 1 and "export.hub_repo: name the Hub dataset (or pass --repo)" in pushed.stderr
+
+
 def _dpo(**overrides):
     row = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."}
     return pl.DataFrame([{**row, **overrides}])

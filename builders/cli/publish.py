@@ -10,6 +10,8 @@ from builders.loader import load_recipe
 from builders.locks import recipe_lock
 from builders.stages import default_data_root
 
+PLACEHOLDER_USER = "your-hf-user"
+
 
 @cli.command()
 @click.argument("recipe")
@@ -35,8 +37,11 @@ def publish(recipe: str, repo_id: str | None, public: bool, revision: str | None
 
     r = load_recipe(resolve_recipe_path(recipe), check_source=False)
     repo_id = repo_id or r.export.hub_repo
-    if not repo_id:
+    unnamed = not repo_id
+    if unnamed and not dry_run:
         raise BuildError(f"{r.path}: export.hub_repo: name the Hub dataset (or pass --repo)")
+    if unnamed:  # a preview needs no Hub id: the card's snippets show a placeholder to replace
+        repo_id = f"{PLACEHOLDER_USER}/{r.name}"
     data = (Path(data_dir) if data_dir else default_data_root()) / r.name
     with recipe_lock(data, r.name):  # no build changes the exports while they are checked and copied
         pub.check(r, data, Path.cwd())
@@ -47,6 +52,8 @@ def publish(recipe: str, repo_id: str | None, public: bool, revision: str | None
         configs = sorted(d.name for d in folder.iterdir() if d.is_dir())
         click.echo(f"{r.name}: checked; would upload {folder} to {repo_id} ({'public' if public else 'private'}); "
                    f"configs: {', '.join(configs)}")
+        if unnamed:
+            click.echo(f"{r.name}: no Hub id yet: {repo_id} is a placeholder; set export.hub_repo or pass --repo to publish")
         return
     info = pub.upload(folder, repo_id, private=not public, revision=revision, message=message or f"Publish {r.name}")
     click.echo(f"{r.name}: published to {repo_id} ({'public' if public else 'private'}): {getattr(info, 'commit_url', info)}")
