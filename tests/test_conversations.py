@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 
+import browser
 import datasets
 import polars as pl
 import pytest
 
+from builders import report
 from builders.export_checks import dpo_problems, kto_problems, standard_problems
 from builders.judging import messages
 from builders.llm.fake import FakeProvider
@@ -303,3 +305,40 @@ def test_a_debate_refuses_a_conversation_it_could_not_show(project):
     recipe = load_recipe(path)
     with pytest.raises(BuildError, match="a debate's referees see the last user turn only, and item .* is a conversation"):
         _build(recipe, ("items", "candidates", "labels", "debates"))
+
+
+@pytest.mark.skipif(not browser.available(), reason="Chromium is not installed (/usr/bin/chromium); .ci/run installs it")
+def test_the_report_shows_the_conversation_and_the_reference(project):
+    hostile = '<img src="http://127.0.0.1:9/x.png" onerror="document.title=\'pwned\'">'
+    path = _chat_recipe_path(project)
+    _write_rows(project, [*ROWS[1:], {"id": "trap", "ref": "Ref <b>answer</b>.",
+                                      "messages": [{"role": "system", "content": "Be brief. " + hostile},
+                                                   {"role": "user", "content": "Say hi."}]}])
+    recipe = load_recipe(path)
+    _build(recipe, [*EXPORT_STAGES])
+    page_path = report.build(recipe, _data(project))
+    with browser.Page() as page:
+        page.open(page_path)
+        assert page.errors() == [] and page.network() == []
+        _set_search(page, "name a colour")  # an earlier turn is searchable, not only the last one
+        assert page.count("#pair-list .pair") == 1
+        page.evaluate("document.querySelector('#pair-list .pair details').open = true")
+        shown = page.evaluate("document.querySelector('#pair-list .pair-body').textContent")
+        assert "Conversation so far" in shown and "Name a colour." in shown and "Blue." in shown
+        assert page.evaluate("document.querySelector('#pair-list pre.prompt').textContent") == "Another one?"
+        assert "Reference answer" in shown and "Red." in shown
+        _set_search(page, "be brief")
+        page.evaluate("document.querySelector('#pair-list .pair details').open = true")
+        shown = page.evaluate("document.querySelector('#pair-list .pair-body').textContent")
+        assert hostile in shown and "Ref <b>answer</b>." in shown  # shown as text, never run
+        assert page.count("#pair-list img") == 0 and page.count("#pair-list b") == 0
+        _set_search(page, "what is 2+2")  # a single-turn item shows no conversation and no reference
+        page.evaluate("document.querySelector('#pair-list .pair details').open = true")
+        shown = page.evaluate("document.querySelector('#pair-list .pair-body').textContent")
+        assert "Conversation so far" not in shown and "Reference answer" not in shown
+        assert page.evaluate("document.title") != "pwned" and page.errors() == [] and page.network() == []
+
+
+def _set_search(page, text: str) -> None:
+    page.evaluate("(() => { const f = document.querySelector('#pair-filters [name=search]'); "
+                  f"f.value = {json.dumps(text)}; f.form.dispatchEvent(new Event('input')); }})()")

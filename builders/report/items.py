@@ -28,6 +28,8 @@ class Item:
 
     item_id: str
     prompt: str
+    earlier: list[dict]  # the conversation before the last user turn (system message, earlier turns)
+    reference: str | None  # the reference answer the judges saw beside the candidates
     verdict: dict
     candidates: list[dict]
     scores: list[dict]
@@ -158,9 +160,13 @@ def _items(c: Context) -> list[Item]:
     labels = {r["item_id"]: r for r in c["labels"].to_dicts()}
     verdicts = {r["item_id"]: r for r in c["verdicts"].to_dicts()}
     out = []
-    for item_id, prompt in c["items"].sort("source_row").select("item_id", "prompt").iter_rows():
+    items = c["items"].sort("source_row")
+    columns = [n for n in ("messages", "reference") if n in items.columns]
+    for row in items.select("item_id", "prompt", *columns).iter_rows(named=True):
+        item_id = row["item_id"]
         if item_id in verdicts:
-            out.append(Item(item_id, prompt, verdicts[item_id], candidates[item_id], scores[item_id], turns[item_id],
+            out.append(Item(item_id, row["prompt"], (row.get("messages") or [])[:-1], row.get("reference"),
+                            verdicts[item_id], candidates[item_id], scores[item_id], turns[item_id],
                             dpo[item_id], kto[item_id], labels.get(item_id)))
     return out
 
@@ -177,6 +183,8 @@ def item_records(c: Context, max_items: int) -> dict:
         record = {
             "id": item.item_id,
             "prompt": item.prompt,
+            "earlier": item.earlier,
+            "reference": item.reference,
             "status": v["status"],
             "chosen_id": v["chosen_id"],
             "is_tie": v["is_tie"],

@@ -98,8 +98,7 @@
     return out;
   }
 
-  // The conversational view of the feedback loop (issue 16) is to register here, under the name
-  // of its ITEM_SECTIONS entry; views whose name the record lacks are skipped.
+  // One view per ITEM_SECTIONS entry, under its name; views whose name the record lacks are skipped.
   const VIEWS = [
     ["candidates", "Candidates", viewCandidates],
     ["judging", "Judge calls, every order", viewJudging],
@@ -107,8 +106,27 @@
     ["exports", "What it exported", viewExports],
   ];
 
+  const SPEAKER = { system: "System", user: "User", assistant: "Assistant" };
+
+  function conversation(item) {
+    // the turns before the prompt: the judges and the generator saw them, so the reader does too
+    return (item.earlier || []).map((m) =>
+      el("div", { class: "turn turn-" + m.role },
+        el("span", { class: "speaker" }, SPEAKER[m.role] || m.role), el("pre", { class: "text" }, m.content)));
+  }
+
   function body(item) {
-    const parts = [el("pre", { class: "text prompt" }, item.prompt), el("p", { class: "why" }, item.why)];
+    const parts = [];
+    if (item.earlier && item.earlier.length) {
+      parts.push(el("h4", {}, "Conversation so far"), el("div", { class: "view view-conversation" }, conversation(item)),
+        el("h4", {}, "Last user turn"));
+    }
+    parts.push(el("pre", { class: "text prompt" }, item.prompt));
+    if (item.reference !== null && item.reference !== undefined) {
+      parts.push(el("h4", {}, "Reference answer (shown to the judges; never a candidate)"),
+        el("pre", { class: "text reference" }, item.reference));
+    }
+    parts.push(el("p", { class: "why" }, item.why));
     if (item.human) {
       parts.push(el("p", {}, "Human label: " + item.human.human_winner + " (model_a " + item.human.model_a +
         ", model_b " + item.human.model_b + ")"));
@@ -120,6 +138,9 @@
     }
     return parts;
   }
+
+  const searchable = (it) => (it._text = it._text ||
+    [...(it.earlier || []).map((m) => m.content), it.prompt].join("\n").toLowerCase());
 
   function row(item) {
     const flags = [badge(item.status, item.status === "ok" ? "good" : "bad")];
@@ -158,7 +179,7 @@
       (!f.get("dropped") || it.flags.dropped) &&
       (!f.get("small_margin") || (it.margin !== null && it.margin <= maxMargin)) &&
       (!f.get("status") || it.status === f.get("status")) &&
-      (!text || it.prompt.toLowerCase().includes(text) || it.id.includes(text)));
+      (!text || searchable(it).includes(text) || it.id.includes(text)));
   }
 
   function show() {
