@@ -124,6 +124,7 @@ def report(work: Path, names: dict[str, str], judge: str) -> dict:
     from builders.tables import AGREEMENT, SCORES, read_table
 
     paths = {n: p for n, p in recipes(work, names, judge).items() if (work / "data" / n / "scores.parquet").exists()}
+    labels = {}
     scored = {n: set(read_table(SCORES, work / "data" / n)["item_id"]) for n in paths}
     common = set.intersection(*scored.values()) if scored else set()
     out = {}
@@ -143,7 +144,44 @@ def report(work: Path, names: dict[str, str], judge: str) -> dict:
             "failed_calls": calls.filter(pl.col("outcome") != "ok").height,
             "seconds_per_call": calls["latency_s"].mean(),
         }
+        labels[name] = _judge_labels(data)
+    if len(labels) == 2:
+        (a, first), (b, second) = labels.items()
+        out["difference"] = {"of": f"{b} - {a}", **kappa_difference(first, second)}
     return out
+
+
+def _judge_labels(data: Path):
+    """(item ids, human label codes, the judge's label codes) of one configuration's snapshot."""
+    from builders.tables import CANDIDATES, LABELS, SCORES, read_table
+    from metrics.judgments import judgments
+
+    j = judgments(read_table(LABELS, data), read_table(CANDIDATES, data), read_table(SCORES, data), ["judge"])
+    return j.items, j.human, j.final[0]
+
+
+def kappa_difference(first, second, resamples: int = 1000, seed: int = 0) -> dict:
+    """Kappa of `second` minus kappa of `first` over the same items, with a paired bootstrap 95%
+    interval (each resample draws the same items for both, so what the items share cancels)."""
+    import numpy as np
+
+    from metrics import bootstrap
+    from metrics.agreement import kappa_from_confusion, pair_codes
+
+    order = {item: i for i, item in enumerate(first[0])}
+    at = np.array([order[item] for item in second[0]])
+    assert (first[1][at] == second[1]).all(), "the configurations disagree on the human labels"
+    w = bootstrap.weights(len(at), resamples, seed)
+
+    def kappas(codes):
+        onehot = np.zeros((codes.size, 9), dtype=np.float32)
+        onehot[np.arange(codes.size), codes] = 1
+        point = kappa_from_confusion(np.bincount(codes, minlength=9).reshape(3, 3).astype(np.float64))
+        return float(point), kappa_from_confusion((w @ onehot).astype(np.float64).reshape(-1, 3, 3))
+
+    (k1, r1), (k2, r2) = kappas(pair_codes(first[1][at], first[2][at])), kappas(pair_codes(second[1], second[2]))
+    low, high = bootstrap.percentile_interval(r2 - r1)
+    return {"kappa": k2 - k1, "kappa_low": low, "kappa_high": high}
 
 
 def _snapshot(data: Path, dest: Path, item_ids: set[str]) -> Path:
@@ -164,8 +202,13 @@ def table(results: dict) -> str:
             "| failed calls | s / call |")
     lines = [head, "|" + "---|" * 8]
     for name, r in results.items():
+        if name == "difference":
+            continue
         lines.append(f"| {name} | {r['items']} | {interval(r, 'kappa')} | {interval(r, 'accuracy')} | {interval(r, 'flip_rate')} | "
                      f"{interval(r, 'position_bias')} | {r['failed_calls']} of {r['calls']} | {r['seconds_per_call']:.1f} |")
+    if "difference" in results:
+        d = results["difference"]
+        lines.append(f"\nkappa {d['of']}: {interval(d, 'kappa')} (paired bootstrap over the same rows)")
     return "\n".join(lines)
 
 
