@@ -12,8 +12,6 @@ from pathlib import Path
 
 import polars as pl
 
-from builders.conversation import is_multi_turn
-from builders.errors import BuildError
 from builders.judging import DEBATE, debate_messages
 from builders.llm.engine import Engine
 from builders.prompts import render
@@ -37,7 +35,9 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
     for round_ in range(1, debate.rounds + 1):
         for role in debate.roles():
             instruction = render(recipe, f"{DEBATE}.role_prompts.{role}")
-            conversation = debate_messages(recipe, item["prompt"], [c["response"] for c in shown], turns, instruction)
+            conversation = debate_messages(recipe, item["prompt"], [c["response"] for c in shown], turns, instruction,
+                                           histories=[c["context"] or item["messages"] for c in shown],
+                                           reference=item["reference"])
             r = await engine.chat(debate.referees[role], conversation.messages)
             turns.append({
                 "turn_id": content_id(debate_id, len(turns)),
@@ -58,18 +58,7 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
     return turns
 
 
-def _single_turn_only(recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> None:
-    """Referees are shown the question alone: refuse items whose earlier turns they would not see."""
-    multi = [i["item_id"] for i in items.to_dicts() if i["messages"] is None or is_multi_turn(i["messages"])]
-    multi += candidates.filter(pl.col("context").is_not_null())["item_id"].unique().to_list()
-    if multi:
-        raise BuildError(f"{recipe.path}: judge.mode: a debate's referees see the last user turn only, and item "
-                         f"{sorted(multi)[0]} is a conversation ({len(set(multi))} items in all); judge conversations "
-                         "with mode judge or jury")
-
-
 async def _run(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> list[dict]:
-    _single_turn_only(recipe, items, candidates)
     by_item = judged_candidates(recipe, candidates)
     jobs = [
         _debate(engine, recipe, item, presentation, shown)

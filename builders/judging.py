@@ -15,9 +15,10 @@ from builders.errors import ProviderError
 from builders.judgment_parser import Judgment
 from builders.llm.engine import Engine
 from builders.conversation import is_multi_turn
-from builders.prompts import judge_field, render
+from builders.prompts import debate_user_field, judge_field, render
 from builders.recipe import Recipe
-from builders.strategies import JudgeSpec, count_word, fence_marker, render_responses, score_format, variant
+from builders.strategies import (JudgeSpec, count_word, fence_marker, render_conversations, render_reference,
+                                 render_responses, score_format, variant)
 
 DEBATE = "judge.panel.debate"  # where a recipe keeps its debate templates
 
@@ -61,13 +62,25 @@ def history_text(turns: list[dict]) -> str:
     return "\n".join(f"[{role_name(t['role'])}]: {t['message']}" for t in turns) or "(none yet)"
 
 
-def debate_messages(recipe: Recipe, question: str, responses: list[str], turns: list[dict], instruction: str) -> Conversation:
-    """The conversation a referee sees: the paper's system prompt and user message structure."""
-    marker = fence_marker([question, *responses])
+def debate_messages(recipe: Recipe, question: str, responses: list[str], turns: list[dict], instruction: str, *,
+                    histories: list[list[dict]] | None = None, reference: str | None = None) -> Conversation:
+    """The conversation a referee sees: the paper's system prompt and user message structure, with
+    each assistant's conversation with the user in place of the question when it is more than one
+    user message, and the reference answer when there is one, fenced as the judges see them."""
+    multi = histories is not None and any(is_multi_turn(h) for h in histories)
+    extra = [m["content"] for h in histories for m in h] if multi else []
+    extra += [reference] if reference is not None else []
+    marker = fence_marker([question, *responses, *extra])
+    values = {"question": question, "responses": render_responses(responses, marker)}
+    if multi:
+        values["conversations"] = render_conversations(histories, responses, marker)
+    if reference is not None:
+        values["reference"] = render_reference(reference, marker)
+    kind = variant(multi, reference is not None)
     system = render(recipe, f"{DEBATE}.system_prompt", n=count_word(len(responses)), scale=recipe.judge.panel.scale)
-    user = render(recipe, f"{DEBATE}.user_prompt", question=question, responses=render_responses(responses, marker),
-                  history=history_text(turns), instruction=instruction)
-    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker, tuple(responses))
+    user = render(recipe, f"{DEBATE}.{debate_user_field(kind)}", **values, history=history_text(turns), instruction=instruction)
+    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker,
+                        (*responses, *extra))
 
 
 def final_instruction(recipe: Recipe, role: str, n: int) -> str:

@@ -26,6 +26,11 @@ GENERATION_PLACEHOLDERS: dict[str, frozenset[str]] = {
 FEEDBACK_ONLY = {"revise_prompt", "revise_multi_prompt", "reviewer_system_prompt", "reviewer_user_prompt",
                  "reviewer_multi_turn_user_prompt"}
 
+def debate_user_field(variant: str = "") -> str:
+    """The debate field of a referee's user template: `user_prompt`, `multi_turn_user_prompt`, ..."""
+    return f"{variant + '_' if variant else ''}user_prompt"
+
+
 def judge_field(role: str, variant: str = "") -> str:
     """The recipe field of a judge template: `judge.panel.system_prompt`, `judge.panel.multi_turn_user_prompt`, ..."""
     return f"judge.panel.{variant + '_' if variant else ''}{role}_prompt"
@@ -33,8 +38,9 @@ def judge_field(role: str, variant: str = "") -> str:
 
 DEBATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "system_prompt": frozenset({"n", "scale"}),
-    "user_prompt": frozenset({"question", "responses", "history", "instruction"}),
     "final_prompt": frozenset({"role_name", "score_format"}),
+    # a referee's user message, in each variant the judges have (the discussion so far and an instruction added)
+    **{debate_user_field(v): USER_PLACEHOLDERS[v] | {"history", "instruction"} for v in VARIANTS},
 }
 
 
@@ -67,7 +73,8 @@ def _templates(recipe: Recipe) -> dict[str, tuple[Path, frozenset[str]]]:
     if panel.debate:
         d, where = panel.debate, "judge.panel.debate"
         for key, allowed in DEBATE_PLACEHOLDERS.items():
-            out[f"{where}.{key}"] = (recipe.resolve(getattr(d, key)), allowed)
+            if "reference" not in key or recipe.source.reference_column is not None:
+                out[f"{where}.{key}"] = (recipe.resolve(getattr(d, key)), allowed)
         for role in d.roles():
             out[f"{where}.role_prompts.{role}"] = (recipe.resolve(d.role_prompts) / f"{role}.txt", frozenset())
     return out

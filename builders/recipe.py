@@ -173,6 +173,12 @@ class Debate(Strict):
     rounds: int = Field(2, ge=1, le=10, description="times every referee speaks before the final scores")
     system_prompt: str = "prompts/debate/system.txt"
     user_prompt: str = "prompts/debate/user.txt"
+    multi_turn_user_prompt: str = Field("prompts/debate/user_multi_turn.txt", description="for an item whose prompt "
+                                        "is a conversation: each assistant's conversation with the user, then the discussion")
+    reference_user_prompt: str = Field("prompts/debate/user_reference.txt",
+                                       description="for an item with a reference answer (source.reference_column)")
+    multi_turn_reference_user_prompt: str = Field("prompts/debate/user_multi_turn_reference.txt",
+                                                  description="a conversation with a reference answer")
     final_prompt: str = "prompts/debate/final.txt"
     role_prompts: str = Field("prompts/debate", description="folder holding <role>.txt for each referee")
 

@@ -83,13 +83,14 @@ def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]], deba
 async def _judge(engine: Engine, recipe: Recipe, spec: JudgeSpec, call: Call) -> list[dict]:
     n = len(call.shown)
     responses_shown = [c["response"] for c in call.shown]
+    histories = [c["context"] or call.item["messages"] for c in call.shown]
     if call.turns is None:
-        histories = [c["context"] or call.item["messages"] for c in call.shown]
         conversation = messages(recipe, call.item["prompt"], responses_shown, histories=histories,
                                 reference=call.item["reference"])
     else:
         conversation = debate_messages(recipe, call.item["prompt"], responses_shown, list(call.turns),
-                                       final_instruction(recipe, call.judge, n))
+                                       final_instruction(recipe, call.judge, n), histories=histories,
+                                       reference=call.item["reference"])
     answer = await ask(engine, spec, call.model, conversation, n)
     judgment, ok = answer.judgment, answer.ok
     model = recipe.models[call.model]

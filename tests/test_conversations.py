@@ -295,16 +295,29 @@ def test_turns_all_needs_the_later_answers_and_imported_answers(project):
         load_recipe(path)
 
 
-def test_a_debate_refuses_a_conversation_it_could_not_show(project):
-    from builders.errors import BuildError
-
+def test_debate_referees_see_the_conversation_and_the_reference_fenced(project):
     path = _chat_recipe_path(project)
     text = path.read_text().replace("  panel:\n    models: [judge]\n", "  panel:\n    debate:\n      rounds: 1\n"
-                                    "      referees: {general_public: judge}\n  mode: debate\n")
+                                    "      referees: {general_public: judge, critic: judge}\n  mode: debate\n")
     path.write_text(text)
     recipe = load_recipe(path)
-    with pytest.raises(BuildError, match="a debate's referees see the last user turn only, and item .* is a conversation"):
-        _build(recipe, ("items", "candidates", "labels", "debates"))
+    providers = _build(recipe)
+    prompts = [c["messages"][1]["content"] for c in providers["judge"].calls]
+    colours = [u for u in prompts if "Name a colour." in u]
+    assert len(colours) == 3 * 4  # in each of the 3 orders: two referees speak once, then each gives final scores
+    for user in colours:
+        marker = user.split("[The Start of Reference Answer ", 1)[1].split("]", 1)[0]
+        assert f"[The Start of Reference Answer {marker}]\nRed.\n[The End of Reference Answer {marker}]" in user
+        assert f"[The Start of Assistant A's Conversation with User {marker}]\n\n### User:\nName a colour." in user
+        assert "### Assistant B:\nBlue.\n\n### User:\nAnother one?\n\n### Assistant B:\n" in user
+        assert "Here is your discussion history:" in user
+    pirate = next(u for u in prompts if "Where is the treasure?" in u)
+    assert "### System:\nAnswer as a pirate.\n\n### User:\nWhere is the treasure?" in pirate
+    # a single-turn item without a reference gets the paper's Table 9 message, as before
+    single = next(u for u in prompts if "What is 2+2?" in u)
+    assert single.startswith("< Start of User Question >\nWhat is 2+2?\n< End of User Question >\n[The Start of Assistant A's Answer")
+    verdicts = read_table(TABLES["verdicts"], _data(project))
+    assert verdicts.height == 3 and read_table(TABLES["dpo"], _data(project)).height
 
 
 @pytest.mark.skipif(not browser.available(), reason="Chromium is not installed (/usr/bin/chromium); .ci/run installs it")
