@@ -34,7 +34,10 @@ def _run(tmp_path, *args):
 
 def test_turns_first_and_all_cover_the_same_turn_two_rows(tmp_path):
     results = _run(tmp_path, "--rows", "6", "--chunk", "4")
-    assert set(results) == {"turns-first", "turns-all"}
+    difference = results.pop("difference")
+    assert set(results) == {"turns-first", "turns-all"} and difference["of"] == "turns-all - turns-first"
+    assert abs(difference["kappa"] - (results["turns-all"]["kappa"] - results["turns-first"]["kappa"])) < 1e-5  # the table rounds to 6 places
+    assert difference["kappa_low"] <= difference["kappa"] <= difference["kappa_high"]
     assert results["turns-first"]["item_ids"] == results["turns-all"]["item_ids"]
     turn2 = set(pl.read_parquet(benchmark_path("mt-bench")).filter(pl.col("turn") == 2)["item_id"])
     assert len(results["turns-all"]["item_ids"]) == 6 and set(results["turns-all"]["item_ids"]) <= turn2
@@ -58,6 +61,7 @@ def test_a_judge_with_and_without_references(tmp_path):
     })
     rows.write_parquet(tmp_path / "refs.parquet")
     results = _run(tmp_path, "--source", str(tmp_path / "refs.parquet"), "--reference-column", "answer", "--chunk", "2")
+    assert results.pop("difference")["of"] == "with-reference - without-reference"
     assert set(results) == {"without-reference", "with-reference"}
     assert all(r["items"] == 4 for r in results.values())
     data = tmp_path / "work" / "data"
