@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "verdicts, dpo, kto, dpo_feedback, kto_feedback (preferences over the reviewer's feedback); for a benchmark "
               "recipe, then its meta-evaluation (see `fellowship meta-eval`)."),
     "meta-eval": ("builders.cli.meta_eval", "Measure benchmark RECIPES' judges against the human labels (no LLM calls)."),
-    "plan": ("builders.cli.plan", "Calls, tokens and cost of building RECIPE, per stage and model, before any call is made."),
+    "plan": ("builders.cli.plan", "Calls, tokens, cost and hours of building RECIPE, per stage and model, before any call is made."),
     "publish": ("builders.cli.publish", "Push RECIPE's dpo and kto tables (and dpo_feedback, kto_feedback when a feedback "
                 "loop gave them rows) to the Hugging Face Hub as configs of one dataset, in TRL's export.format, with a "
                 "dataset card (README.md) that tells how they were made."),

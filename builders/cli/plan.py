@@ -14,7 +14,7 @@ COLUMNS = ("stage", "model", "calls", "cached", "tokens in", "tokens out ≤", "
 @click.argument("recipe")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON lines (one per stage and model, then the total).")
 def plan(recipe: str, as_json: bool) -> None:
-    """Calls, tokens and cost of building RECIPE, per stage and model, before any call is made.
+    """Calls, tokens, cost and hours of building RECIPE, per stage and model, before any call is made.
 
     Stages run in a temporary folder with a dry-run engine: the fan-out is the workflows' own, the
     prompts are the rendered templates, and calls already in the response cache cost nothing now.
