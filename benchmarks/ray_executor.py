@@ -521,6 +521,8 @@ stages:
 
 
 def plan(prompts: int, work: Path) -> dict:
+    import re
+
     folder = work / f"plan-{prompts}"
     folder.mkdir(parents=True, exist_ok=True)
     source = folder / "prompts.parquet"
@@ -534,12 +536,17 @@ def plan(prompts: int, work: Path) -> dict:
     recipe = folder / "paper-scale.yaml"
     recipe.write_text(PLAN_RECIPE.format(name="paper-scale", prompts=prompts, source=source))
     env = {**os.environ, "FELLOWSHIP_CACHE_DIR": str(folder / "cache")}  # empty: every call is new
-    run = bench.timed_process(bench.FELLOWSHIP + ["plan", str(recipe)], env)
+    # the command reports its own peak RSS (VmHWM) as it exits
+    peak = ("import atexit, sys; atexit.register(lambda: print('VmHWM', open('/proc/self/status').read()"
+            ".split('VmHWM:')[1].split()[0], file=sys.stderr)); from builders.cli import main; main()")
+    load_before = round(os.getloadavg()[0], 2)
+    run = bench.timed_process([sys.executable, "-c", peak, "plan", str(recipe)], env)
+    peak_mb = int(re.findall(r"^VmHWM (\d+)", run["stderr"], re.M)[-1]) / 1024
     out = {"text": run["stdout"], "wall_s": round(run["wall_s"], 1), "cpu_s": round(run["cpu_s"], 1)}
     result = {"prompts": prompts, "recipe": PLAN_RECIPE.format(name="paper-scale", prompts=prompts, source="PROMPTS"),
-              "text": out["text"], "wall_s": out["wall_s"], "cpu_s": out["cpu_s"],
-              "load_average_1m": round(os.getloadavg()[0], 2)}
-    print(f"`fellowship plan` of {prompts:,} prompts ({out['wall_s']}s wall, {out['cpu_s']}s CPU):\n")
+              "text": out["text"], "wall_s": out["wall_s"], "cpu_s": out["cpu_s"], "peak_rss_mb": round(peak_mb),
+              "load_average_1m": [load_before, round(os.getloadavg()[0], 2)]}
+    print(f"`fellowship plan` of {prompts:,} prompts ({out['wall_s']}s wall, {out['cpu_s']}s CPU, peak RSS {peak_mb:.0f} MB):\n")
     print("```\n" + out["text"].rstrip() + "\n```")
     return result
 

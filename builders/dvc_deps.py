@@ -87,10 +87,10 @@ def closure(roots: list[str], root: Path = ROOT, *, skip: dict[str, set[str]] | 
 
 
 def stage_modules(root: Path = ROOT) -> dict[str, str]:
-    """Stage name -> its builder module, from `builders.stages`' table (`from builders import ...`)."""
+    """Stage name -> its builder module, from `builders.stages`' table (`BUILDERS`, module names)."""
     tree = ast.parse(module_file(RUNNER, root).read_text(encoding="utf-8"))
-    table = next(n for n in ast.walk(tree) if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "STAGES")
-    return {key.value: f"builders.{value.id}" for key, value in zip(table.value.keys, table.value.values)}
+    table = next(n for n in ast.walk(tree) if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "BUILDERS")
+    return {key.value: value.value for key, value in zip(table.value.keys, table.value.values)}
 
 
 def roots_of(command: str, root: Path = ROOT) -> list[str]:

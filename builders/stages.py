@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
-from builders import (build_log, candidates, debates, dpo, dpo_feedback, items, kto, kto_feedback, labels, matches, picks,
-                      scores, verdicts, win_rates)
+from builders import build_log
 from builders.llm.engine import Engine
 from builders.llm.types import Provider
 from builders.memory import use_system_arrow_pool
@@ -19,22 +20,45 @@ from builders.tables import TABLES
 
 log = logging.getLogger(__name__)
 
-STAGES: dict[str, ModuleType] = {
-    "items": items,
-    "candidates": candidates,
-    "labels": labels,
-    "debates": debates,
-    "scores": scores,
-    "verdicts": verdicts,
-    "dpo": dpo,
-    "kto": kto,
-    "dpo_feedback": dpo_feedback,
-    "kto_feedback": kto_feedback,
-    "picks": picks,
-    "matches": matches,
-    "win_rates": win_rates,
+# stage -> its builder module, in build order; a module is imported when its stage is first looked
+# up, so a command that runs one stage loads that stage's code only (builders.dvc_deps reads this table)
+BUILDERS: dict[str, str] = {
+    "items": "builders.items",
+    "candidates": "builders.candidates",
+    "labels": "builders.labels",
+    "debates": "builders.debates",
+    "scores": "builders.scores",
+    "verdicts": "builders.verdicts",
+    "dpo": "builders.dpo",
+    "kto": "builders.kto",
+    "dpo_feedback": "builders.dpo_feedback",
+    "kto_feedback": "builders.kto_feedback",
+    "picks": "builders.picks",
+    "matches": "builders.matches",
+    "win_rates": "builders.win_rates",
 }
-BUILT_TABLES = tuple(t for module in STAGES.values() for t in module.WRITES)  # what `fellowship build` writes for any recipe
+
+
+class _Stages(Mapping[str, ModuleType]):
+    """Stage name -> its builder module (`BUILDERS`), imported on first use."""
+
+    def __getitem__(self, stage: str) -> ModuleType:
+        return importlib.import_module(BUILDERS[stage])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BUILDERS)
+
+    def __len__(self) -> int:
+        return len(BUILDERS)
+
+
+STAGES: Mapping[str, ModuleType] = _Stages()
+
+
+def __getattr__(name: str):
+    if name == "BUILT_TABLES":  # what `fellowship build` writes for any recipe (imports every builder)
+        return tuple(t for module in STAGES.values() for t in module.WRITES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_data_root() -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import fellowship, tiny_recipe, write_recipe
 from openai_server import FakeOpenAIServer
 
@@ -73,3 +75,24 @@ def test_plan_prices_batch_stages_at_the_batch_share(project):
     batched = load_recipe(write_recipe(project, "tiny", text + "stages:\n  scores: {batch: true}\n"))
     line = by_stage(plan.plan(batched))["scores"]
     assert line.batch and line.cost_usd < live
+
+
+def test_plan_in_groups_of_items_counts_what_one_pass_counts(project, monkeypatch):
+    recipe = load_recipe(tiny_recipe(project, extra=PRICE))
+    whole = plan.plan(recipe)
+    monkeypatch.setattr(plan, "GROUP_ITEMS", 1)  # 4 items, one at a time
+    grouped = plan.plan(recipe)
+    counts = lambda lines: [(ln.stage, ln.model, ln.calls, ln.cached, ln.tokens_in, ln.tokens_out, ln.hours) for ln in lines]
+    assert counts(grouped) == counts(whole)
+    assert [ln.cost_usd for ln in grouped] == pytest.approx([ln.cost_usd for ln in whole])  # summed in another order
+
+
+def test_plan_gives_hours_from_concurrency_latency_and_batch_windows(project):
+    text = tiny_recipe(project, provider="openai", model="gpt-test", extra=", base_url: 'http://127.0.0.1:9/v1'" + PRICE).read_text()
+    live = by_stage(plan.plan(load_recipe(write_recipe(project, "tiny", text))))
+    # 20 candidates calls on one endpoint at the default concurrency 8, 10 s each (but one item's
+    # feedback loop alone is 5 calls one after another)
+    assert live["candidates"].hours == max(20 / 8, 5) * 10.0 / 3600
+    batched = by_stage(plan.plan(load_recipe(write_recipe(project, "tiny", text + "stages:\n  scores: {batch: true}\n"))))
+    assert batched["scores"].hours == 24.0  # one round of judge calls, one job of at most a day
+    assert plan.totals(list(batched.values())).hours == batched["candidates"].hours + 24.0

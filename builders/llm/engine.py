@@ -27,6 +27,7 @@ cached before the error is raised: a stopped build loses no paid answer.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import os
@@ -75,6 +76,22 @@ class Usage:
             f"{self.calls} calls, {self.cached} cached, {self.retries} retries, "
             f"{self.tokens_in} tokens in, {self.tokens_out} out, ${self.cost_usd:.4f}{jobs}"
         )
+
+
+class _Chain:
+    """A dry run's count of one job's rounds of calls: a call issued while others of its job are in
+    flight (gathered) shares their round; one issued after they answered starts the next round."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+
+_CHAIN: contextvars.ContextVar[_Chain | None] = contextvars.ContextVar("fellowship_chain", default=None)
+
+
+async def _chained(job: Awaitable[T]) -> T:
+    _CHAIN.set(_Chain())  # this job's task and the tasks it gathers share it
+    return await job
 
 
 class Stopped(BuildError):
@@ -215,6 +232,8 @@ class Engine:
         self.progress = progress
         self.usage = Usage()
         self.by_model: dict[str, Usage] = {}  # the same, per recipe model
+        self.jobs = 0  # jobs (items) streamed; a dry run also counts the most rounds of calls one job made
+        self.rounds = 0
         self.ledger = Ledger(self.cache.path.parent, config.recipe)
         # a damaged ledger stops the stage here, before any call
         spent = self.ledger.read() if config.spent_usd is None else None
@@ -245,7 +264,7 @@ class Engine:
         if not self.dry_run:
             self.providers.prepare(models)
 
-    def _batched(self, model: str) -> bool:
+    def batched(self, model: str) -> bool:
         """True when `model`'s calls in this stage go through its provider's batch API (worked out
         once per model: it is asked twice a call)."""
         if model not in self._batch_models:
@@ -254,7 +273,7 @@ class Engine:
         return self._batch_models[model]
 
     def _transport(self, model: str):
-        if not self._batched(model):
+        if not self.batched(model):
             return self.live
         if self._batch is None:
             from builders.llm.batch import BatchTransport
@@ -263,7 +282,7 @@ class Engine:
         return self._batch
 
     def _price_share(self, model: str) -> float:
-        return self.spec(model).price.batch if self._batched(model) else 1.0
+        return self.spec(model).price.batch if self.batched(model) else 1.0
 
     def _cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
         price = self.spec(model).price
@@ -301,6 +320,12 @@ class Engine:
         self.prepare([model])
         worst = self._cost(model, estimate_tokens(messages), sampling["max_tokens"])
         if self.dry_run:
+            chain = _CHAIN.get()
+            start = chain.rounds if chain is not None else 0
+            await asyncio.sleep(0)  # the job's other calls issued now (gathered) are in the same round
+            if chain is not None:
+                chain.rounds = max(chain.rounds, start + 1)
+                self.rounds = max(self.rounds, chain.rounds)
             completion, latency = self._stand_in(sampling["max_tokens"], messages, output, sample_index), 0.0
         else:
             if self.budget:
@@ -367,9 +392,10 @@ class Engine:
                 index, job = next(pending, (None, None))
                 if job is None:
                     return
-                task = asyncio.ensure_future(job)
+                task = asyncio.ensure_future(_chained(job) if self.dry_run else job)
                 running[task] = index
                 started += 1
+                self.jobs += 1
                 task.add_done_callback(finished.put_nowait)
 
         try:

@@ -23,14 +23,18 @@ class ProviderEntry:
     factory: str  # "module:Class", imported lazily
     key_env: str | None  # default environment variable holding the API key, None when no key is needed
     needs_base_url: bool = False
+    # what `fellowship plan` assumes for time: seconds a live call takes (an answer of a few hundred
+    # tokens from a hosted model; the bundled model on two cores, as benchmarks/README.md measured it)
+    latency_s: float = 10.0
+    batch_window_h: float | None = None  # the batch API's completion window: a job may take this long
 
 
 PROVIDERS: dict[str, ProviderEntry] = {
-    "openai": ProviderEntry("builders.llm.sdk:OpenAIProvider", "OPENAI_API_KEY"),
-    "together": ProviderEntry("builders.llm.sdk:TogetherProvider", "TOGETHER_API_KEY"),
+    "openai": ProviderEntry("builders.llm.sdk:OpenAIProvider", "OPENAI_API_KEY", batch_window_h=24.0),
+    "together": ProviderEntry("builders.llm.sdk:TogetherProvider", "TOGETHER_API_KEY", batch_window_h=24.0),
     "openai-compatible": ProviderEntry("builders.llm.sdk:OpenAICompatibleProvider", None, needs_base_url=True),
-    "local": ProviderEntry("builders.llm.local:LocalProvider", None),
-    "fake": ProviderEntry("builders.llm.fake:FakeProvider", None),
+    "local": ProviderEntry("builders.llm.local:LocalProvider", None, latency_s=12.0),
+    "fake": ProviderEntry("builders.llm.fake:FakeProvider", None, latency_s=0.0),
 }
 for _entry in PROVIDERS.values():  # their values are never printed or stored (builders.redact)
     register_key_variable(_entry.key_env)
