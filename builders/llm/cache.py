@@ -14,9 +14,13 @@ Across machines (the Ray executor, `builders.ray_executor`), the cache folder is
 node sees. A Ray task never writes `responses.sqlite`: it writes a part of its own,
 `parts/<recipe>/<stage>/<block>-<attempt>.sqlite` (SQLite's rollback journal, not WAL, so a network
 file system serves it; one writer per part), and looks a call up in `responses.sqlite` (read-only),
-then in its own part, then in the parts earlier attempts at the same block left (a task retried
-after its worker died finds what the dead attempt stored). The driver merges the parts into
-`responses.sqlite` when the stage commits, and at the start of the next run after a driver was killed.
+then in its own part (only for keys it stored), then in the parts earlier attempts at the same block
+left (a task retried after its worker died finds what the dead attempt stored). The driver merges
+the parts into `responses.sqlite` when the stage commits, and at the start of the next run after a
+driver was killed. A part is opened read-write even to be read (`query_only` for a retry's lookups,
+an attached database for the merge): a writer killed in the middle of a commit leaves a hot journal,
+which only a read-write connection rolls back (a read-only one fails with "attempt to write a
+readonly database"); a writer still committing is waited for (BUSY_TIMEOUT_S).
 
 A part commits its answers in groups: when GROUP_ANSWERS answers are waiting, when the oldest has
 waited GROUP_SECONDS (checked at each lookup and store), before a batch-journal write, and on close,
