@@ -53,10 +53,9 @@ from pathlib import Path
 
 from builders.errors import BuildError
 from builders.llm.cache import PARTS, ResponseCache
-from builders.llm.config import EngineConfig
 from builders.llm.engine import Engine, Usage
 from builders.recipe import RAY_STAGES, Recipe
-from builders.tables import ITEMS, TABLES, scan_table
+from builders.tables import ITEMS, scan_table
 
 log = logging.getLogger(__name__)
 MAX_BLOCK_ITEMS = 2000  # items a task answers at once (a retried task redoes at most this many, from the cache)
@@ -399,5 +398,5 @@ def _quiet_ray_logs() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", module=r"ray(\.|$)")
-    for name in ("ray", "ray.data"):
+    for name in ("ray",):
         logging.getLogger(name).setLevel(logging.CRITICAL)
