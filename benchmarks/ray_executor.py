@@ -5,13 +5,13 @@ Every call goes to the fake OpenAI-compatible server of `benchmarks/engine.py`, 
 process (`python -m tests.openai_server --delay D --no-record`, on 127.0.0.1), and the recipe is
 that script's: one `openai-compatible` model at `concurrency: C`, `workflow: single` with 2 samples
 per prompt, so N calls are the `candidates` stage of N/2 prompts. Each run has a fresh server, a
-fresh data folder and a cold response cache. The script starts its own Ray cluster, one head node on
-127.0.0.1 with 2 CPUs (`ray start --head --node-ip-address=127.0.0.1 --num-cpus=2`, its own
-`--temp-dir`), and stops it after by the pids of that cluster's processes (never `ray stop`, which
-would stop every Ray instance on the machine).
+fresh data folder and a cold response cache. The script starts its own Ray cluster, one node with 2
+CPUs listening on 127.0.0.1 only (`tests/ray_cluster.py`, its own temp dir), and stops it after,
+then ends what is left by the pids of that cluster's processes (never `ray stop`, which would stop
+every Ray instance on the machine).
 
     python benchmarks/ray_executor.py throughput --n 2000 --c 50 --delay 0.5 --repeats 3  # I/O-bound
-    python benchmarks/ray_executor.py throughput --n 4000 --c 50 --delay 0 --repeats 3    # CPU-bound
+    python benchmarks/ray_executor.py throughput --n 2000 --n 10000 --c 50 --delay 0 --repeats 2  # CPU-bound
     python benchmarks/ray_executor.py kills --n 2000 --c 50 --delay 0.5 --repeats 2
     python benchmarks/ray_executor.py plan --prompts 1000000
 
@@ -50,6 +50,7 @@ import datetime
 import gc
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -64,6 +65,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmark this checkout's code, whatever copy is installed
+sys.path.insert(0, str(ROOT / "tests"))
+from ray_cluster import ENV as RAY_ENV  # noqa: E402
+
+os.environ.update(RAY_ENV)  # before Ray is imported: this process connects to a cluster on 127.0.0.1
 
 import click  # noqa: E402
 import polars as pl  # noqa: E402
@@ -129,22 +134,28 @@ def is_worker(p: psutil.Process) -> bool:
 
 @contextlib.contextmanager
 def local_cluster(cpus: int = CLUSTER_CPUS):
-    """A one-node Ray cluster on 127.0.0.1 for the `with` block; yields (address, temp dir)."""
+    """A one-node Ray cluster on 127.0.0.1 (tests/ray_cluster.py) for the `with` block; yields
+    (address, temp dir). Stopped when the helper's stdin closes; what is left is ended by its pid."""
     temp_dir = tempfile.mkdtemp(prefix="rfb", dir="/tmp")  # short: Ray's socket paths live under it
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
-               f"--temp-dir={temp_dir}", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={cpus}", f"--object-store-memory={OBJECT_STORE_MB * 1024 * 1024}", "--disable-usage-stats"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    helper = subprocess.Popen([sys.executable, str(ROOT / "tests" / "ray_cluster.py"), "--nodes", "1", "--cpus", str(cpus),
+                               "--temp-dir", temp_dir, "--object-store-mb", str(OBJECT_STORE_MB)], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        subprocess.run(command, env=env, check=True, capture_output=True, text=True)
-        yield f"127.0.0.1:{port}", temp_dir
+        address = helper.stdout.readline().strip()
+        if not address:
+            raise click.ClickException("the Ray cluster did not start (tests/ray_cluster.py)")
+        yield address, temp_dir
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
+        helper.stdin.close()
+        try:
+            helper.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            helper.kill()
         for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
             for p in cluster_processes(temp_dir).values():
                 with contextlib.suppress(psutil.NoSuchProcess):
@@ -223,6 +234,28 @@ class CpuMeter:
 # --- one timed stage ------------------------------------------------------------------------------
 
 
+class TaskCpu(logging.Handler):
+    """The CPU the Ray tasks used in their phases (engine set-up, the stage's calls, the part
+    written), as `ray_executor.run` logs it at debug level when the stage is done."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.figures: dict = {}
+        self.logger = logging.getLogger("builders.ray_executor")
+        self.level_before = self.logger.level
+        self.logger.addHandler(self)
+        self.logger.setLevel(logging.DEBUG)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "task_cpu"):
+            self.figures = {f"task_{k}": v for k, v in record.task_cpu.items()} | {"blocks": record.blocks}
+
+    def close(self) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level_before)
+        super().close()
+
+
 def timed_stage(recipe_path: Path, folder: Path, mode: str, *, address: str | None, temp_dir: str | None,
                 server: bench.FakeServer) -> dict:
     """Build items (untimed), then time the candidates stage as `run_stage` runs it, in `mode`."""
@@ -231,6 +264,7 @@ def timed_stage(recipe_path: Path, folder: Path, mode: str, *, address: str | No
     recipe = load_recipe(recipe_path, check_source=False)
     data_dir = data_root / recipe.name
     gc.collect()
+    tasks_cpu = TaskCpu()
     meter = CpuMeter(temp_dir, server.process.pid)
     meter.start()
     wall = time.perf_counter()
@@ -245,8 +279,10 @@ def timed_stage(recipe_path: Path, folder: Path, mode: str, *, address: str | No
                                  tasks=int(mode.split("-")[1]))
         finally:
             engine.record_spend()
+            tasks_cpu.close()
     wall = time.perf_counter() - wall
     cpu = meter.stop()
+    cpu.update(tasks_cpu.figures)
     table = pl.read_parquet(bench.candidates_path(data_root))
     return {"mode": mode, "wall_s": wall, **cpu, "rows": table.height, "calls": engine.usage.calls,
             "cached": engine.usage.cached, "retries": engine.usage.retries, "server": server.stats(), "table": table}
@@ -313,12 +349,16 @@ def summarize(case: dict) -> dict:
         med = {k: statistics.median(x[k] for x in xs) for k in
                ("wall_s", "driver_cpu_s", "worker_cpu_s", "ray_system_cpu_s", "server_cpu_s")}
         med["total_cpu_s"] = statistics.median(total_cpu_s(x) for x in xs)
+        for k in ("task_setup_s", "task_calls_s", "task_part_s"):
+            if all(k in x for x in xs):
+                med[k] = statistics.median(x[k] for x in xs)
         summary[mode] = {
             **{k: round(v, 3) for k, v in med.items()},
             "wall_range_s": [round(min(x["wall_s"] for x in xs), 3), round(max(x["wall_s"] for x in xs), 3)],
             "calls_per_s": round(n / med["wall_s"], 1),
             "cpu_ms_per_call": {k: round(med[k] / n * 1000, 3) for k in
-                                ("driver_cpu_s", "worker_cpu_s", "ray_system_cpu_s", "total_cpu_s", "server_cpu_s")},
+                                ("driver_cpu_s", "worker_cpu_s", "ray_system_cpu_s", "total_cpu_s", "server_cpu_s",
+                                 "task_setup_s", "task_calls_s", "task_part_s") if k in med},
             "peak_in_flight": [x["server"]["peak_in_flight"] for x in xs],
             "all_rows": all(x["rows"] == n for x in xs), "all_equal_to_local": all(x["equal_to_local"] for x in xs),
             "calls": [x["calls"] for x in xs],
@@ -334,13 +374,14 @@ def print_throughput(case: dict) -> None:
         idle = mode == "local"  # the cluster's processes idled beside it: shown in brackets, not counted
         rows.append([mode, f"{s['wall_s']:.2f} ({s['wall_range_s'][0]:.2f}-{s['wall_range_s'][1]:.2f})", f"{s['calls_per_s']:.1f}",
                      f"{ms['driver_cpu_s']:.2f}", f"({ms['worker_cpu_s']:.2f})" if idle else f"{ms['worker_cpu_s']:.2f}",
+                     f"{ms['task_calls_s']:.2f}" if "task_calls_s" in ms else "",
                      f"({ms['ray_system_cpu_s']:.2f})" if idle else f"{ms['ray_system_cpu_s']:.2f}",
                      f"{ms['total_cpu_s']:.2f}", f"{ms['total_cpu_s'] - local:+.2f}", f"{ms['server_cpu_s']:.2f}",
                      max(s["peak_in_flight"]), "yes" if s["all_rows"] and s["all_equal_to_local"] else "NO"])
     bench.print_table(
         f"N={case['n']} calls, C={case['c']}, server delay {case['delay_s']:g}s: median (range) of {case['repeats']} rotating runs; "
         f"load average (1 min) {case['load_average_1m']['min']}-{case['load_average_1m']['max']}",
-        ["executor", "wall s", "calls/s", "driver CPU ms/call", "workers", "Ray system", "total", "vs local",
+        ["executor", "wall s", "calls/s", "driver CPU ms/call", "workers", "of which the tasks' calls", "Ray system", "total", "vs local",
          "server CPU ms/call", "peak in flight", "rows = local's"], rows)
 
 
@@ -576,16 +617,47 @@ def cli(workdir: str | None) -> None:
 
 
 @cli.command("throughput")
-@click.option("--n", default=2000, show_default=True, help="Calls (N/2 prompts x 2 samples).")
+@click.option("--n", "ns", multiple=True, type=int, default=[2000], show_default=True,
+              help="Calls (N/2 prompts x 2 samples); give two or more to split fixed from per-call CPU.")
 @click.option("--c", default=50, show_default=True, help="Calls in flight (the model's concurrency).")
 @click.option("--delay", default=0.5, show_default=True, help="Server seconds per call (0: CPU-bound).")
 @click.option("--repeats", default=3, show_default=True, help="Runs of each executor, in rotating order.")
 @click.pass_context
-def throughput_command(ctx, n, c, delay, repeats):
+def throughput_command(ctx, ns, c, delay, repeats):
     """Wall time, calls/s and CPU per call: local, Ray with 1 task, Ray with 2 tasks."""
+    cases = []
     with bench.workspace(ctx) as work:
-        case = throughput(bench.even(n), c, delay=delay, repeats=repeats, work=work)
-    save("throughput", f"N{n} C{c} delay{delay:g}", case)
+        for n in ns:
+            cases.append(throughput(bench.even(n), c, delay=delay, repeats=repeats, work=work))
+            save("throughput", f"N{n} C{c} delay{delay:g}", cases[-1])
+    if len(cases) > 1:
+        fit = scaling(cases)
+        print_scaling(fit)
+        save("scaling", f"N{'+'.join(map(str, ns))} C{c} delay{delay:g}", fit)
+
+
+def scaling(cases: list[dict]) -> dict:
+    """Per executor, the median total CPU against N fitted by a line (least squares over the Ns):
+    the slope is the CPU per call, the intercept the fixed CPU of a stage."""
+    fit = {"ns": [case["n"] for case in cases], "c": cases[0]["c"], "delay_s": cases[0]["delay_s"],
+           "load_average_1m": [case["load_average_1m"] for case in cases], "modes": {}}
+    for mode in MODES:
+        points = [(case["n"], case["summary"][mode]["total_cpu_s"]) for case in cases]
+        slope, intercept = statistics.linear_regression([x for x, _ in points], [y for _, y in points])
+        tasks = [(case["n"], case["summary"][mode].get("task_calls_s")) for case in cases]
+        fit["modes"][mode] = {"cpu_ms_per_call": round(slope * 1000, 3), "fixed_cpu_s": round(intercept, 3),
+                              "points": points, "task_calls_s": tasks}
+    return fit
+
+
+def print_scaling(fit: dict) -> None:
+    local = fit["modes"]["local"]["cpu_ms_per_call"]
+    rows = [[mode, f"{m['cpu_ms_per_call']:.2f}", f"{m['cpu_ms_per_call'] - local:+.2f}", f"{m['fixed_cpu_s']:.2f}",
+             ", ".join(f"{y:.2f}" for _, y in m["points"])] for mode, m in fit["modes"].items()]
+    bench.print_table(
+        f"CPU against N = {', '.join(map(str, fit['ns']))} (C={fit['c']}, delay {fit['delay_s']:g}s): slope and intercept of "
+        "the medians' line", ["executor", "CPU ms/call (slope)", "vs local", "fixed CPU s (intercept)", "median total CPU s"],
+        rows)
 
 
 @cli.command("report")
@@ -595,6 +667,8 @@ def report_command():
     for case in results.get("throughput", {}).values():
         case["summary"] = summarize(case)
         print_throughput(case)
+    for fit in results.get("scaling", {}).values():
+        print_scaling(fit)
     for case in results.get("kills", {}).values():
         print_kills(case)
     for result in results.get("plan", {}).values():

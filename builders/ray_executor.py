@@ -1,5 +1,5 @@
-"""The Ray executor: an LLM stage's items split into blocks of a Ray Dataset, each block answered by
-a Ray task running our own engine, the parts committed into the table as the local executor writes it.
+"""The Ray executor: an LLM stage's items split into blocks, each block answered by a Ray task
+running our own engine, the parts committed into the table as the local executor writes it.
 
 `fellowship build RECIPE --executor ray [--address ADDR]`, or `stages.<stage>.executor: ray` in the
 recipe, runs `candidates`, `debates` and `scores` this way (compare's `picks` and `matches` run in
@@ -9,13 +9,20 @@ the driver). For one stage:
    started on this machine) and checks that every node sees the cache folder, the data folder and
    the recipe's folder: they must be on storage the whole cluster shares (NFS, a shared volume).
 2. Parts a killed driver left in the cache (`builders.llm.cache`) are merged into it.
-3. `ray.data.read_parquet` reads the items table; `map_batches` hands each task a block of items (in
-   the table's order). A task builds an `Engine` from the stage's `EngineConfig` (the same
-   providers, limiter, retries, budget accounting and cache keys as the local executor), runs the
-   stage's own per-item code over its block (`<stage module>.block_rows`), and writes the rows to a
-   Parquet part, `data/<recipe>/.parts/<stage>/<first source row>.parquet`, atomically.
+3. The items table is cut into blocks of consecutive rows (in the table's order), and each block is
+   a Ray task (`ray.remote`, one CPU), with at most T tasks in flight (Ray's pattern of `ray.wait`
+   on the tasks submitted). A task reads its rows from the row groups of the items table that hold
+   them, builds an `Engine` from the stage's `EngineConfig` (the same providers, limiter, retries,
+   budget accounting and cache keys as the local executor), runs the stage's own per-item code over
+   its block (`<stage module>.block_rows`), and writes the rows to a Parquet part,
+   `data/<recipe>/.parts/<stage>/<first row>.parquet`, atomically.
 4. The driver merges the tasks' cache parts into the response cache, then commits the parts in item
    order through the stage's own writer (`<stage module>.commit`): the table is the local one.
+
+Plain Ray tasks, not Ray Data: `ray.data.read_parquet` of a one-file items table gave one read task,
+whose fused `map_batches` answered every block in one worker, one after another (two tasks never ran
+at once), and each stage started and ended worker processes for Ray Data's own tasks (about 2 ms of
+CPU a call at 2,000 calls; benchmarks/README.md). A task here is one block, its worker is reused.
 
 Limits across tasks:
 - a model's `concurrency` is a cluster-wide ceiling: with T tasks in flight, each task's engine gets
@@ -25,29 +32,30 @@ Limits across tasks:
   blocks not yet started do nothing, and the stage fails with one line after merging every answer
   into the cache: a clean stop, as with the local executor; raising `budget.usd` goes on from the cache.
 
-Faults: Ray retries the task of a worker that died; the retry finds the answers the dead attempt
-stored (its cache part) and makes only the calls it had not finished. A killed driver leaves its
+Faults: Ray runs the task of a worker that died again (TASK_RETRIES times); the retry finds the
+answers the dead attempt stored (its cache part) and makes only the calls it had not finished. A task
+that fails otherwise, or dies too often, ends the stage with one line naming the recipe and stage,
+after the tasks still running have ended and every answer is merged. A killed driver leaves its
 tasks' cache parts; the next run merges them first, so it too pays only for what was not finished.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
 import socket
+import sys
 import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from builders.errors import BuildError
 from builders.llm.cache import PARTS, ResponseCache
-from builders.llm.config import EngineConfig
 from builders.llm.engine import Engine, Usage
 from builders.recipe import RAY_STAGES, Recipe
-from builders.tables import ITEMS, TABLES, scan_table
+from builders.tables import ITEMS, scan_table
 
 log = logging.getLogger(__name__)
 MAX_BLOCK_ITEMS = 2000  # items a task answers at once (a retried task redoes at most this many, from the cache)
@@ -61,7 +69,6 @@ class RayUnavailable(BuildError):
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
     except ImportError:
         raise RayUnavailable("--executor ray needs Ray: install the extra with `pip install -e '.[ray]'` "
                              "(or `pip install 'ray[data]'`)") from None
@@ -179,10 +186,6 @@ def check_shared_storage(ray, cache_dir: Path, data_dir: Path, recipe: Recipe) -
     _checked.add(key)
 
 
-def _usage_dict(u: Usage) -> dict:
-    return asdict(u)
-
-
 def _add(into: Usage, data: dict) -> None:
     for f in fields(Usage):
         setattr(into, f.name, getattr(into, f.name) + data[f.name])
@@ -194,41 +197,67 @@ def _stage_module(stage: str):
     return importlib.import_module(f"builders.{stage}")
 
 
-def _answer_block(batch, *, stage: str, recipe: Recipe, config: EngineConfig, data_dir: str, parts_dir: str,
-                  cache_group: str, items_total: int, budget_left: float | None, keys: dict[str, str]):
-    """(a Ray task) Answer one block of items; write its rows as a part; return what it did."""
+def _block_items(items_path: str, start: int, stop: int) -> list[dict]:
+    """Rows `start` to `stop` of the items table, read from the row groups that hold them (not the
+    whole file)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    os.environ.update(keys)
+    file = pq.ParquetFile(items_path)
+    groups, first, offset = [], None, 0
+    for g in range(file.metadata.num_row_groups):
+        rows = file.metadata.row_group(g).num_rows
+        if offset + rows > start and offset < stop:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += rows
+    if not groups:
+        return []
+    table = file.read_row_groups(groups) if len(groups) > 1 else file.read_row_group(groups[0])
+    return pa.Table.to_pylist(table.slice(start - first, stop - start))
+
+
+def _answer_block(start: int, stop: int, job: dict) -> dict:
+    """(a Ray task) Answer the items `start` to `stop` of the items table; write their rows as a part;
+    return what it did (and the CPU seconds of its phases)."""
+    import time
+
+    cpu = {"started": time.process_time()}
+    os.environ.update(job["keys"])
 
     from builders.tables import TABLES as tables, frame, replace_atomically
 
-    items = batch.to_pylist()
-    first = items[0]["source_row"] if items else -1
-    block = f"{first:012d}"
-    stop = Path(parts_dir) / "STOP"
-    result = {"block": first, "rows": 0, "error": None, "usage": None, "by_model": None}
-    if stop.exists():  # another block failed: start nothing new
+    stage, recipe, parts_dir = job["stage"], job["recipe"], Path(job["parts_dir"])
+    block = f"{start:012d}"
+    result = {"block": start, "items": stop - start, "rows": 0, "error": None, "usage": None, "by_model": None, "cpu": None}
+    if (parts_dir / "STOP").exists():  # another block failed: start nothing new
         result["error"] = "stopped"
-        return pa.table({k: [json.dumps(v) if k in ("usage", "by_model") else v] for k, v in result.items()})
-    if budget_left is not None:
-        config = config.replace(budget_usd=max(0.0, budget_left) * len(items) / items_total, spent_usd=0.0)
-    cache = ResponseCache(config.cache_dir, part=(cache_group, block))
+        return result
+    config = job["config"]
+    if job["budget_left"] is not None:
+        config = config.replace(budget_usd=max(0.0, job["budget_left"]) * (stop - start) / job["items_total"], spent_usd=0.0)
+    items = _block_items(job["items_path"], start, stop)
+    cache = ResponseCache(config.cache_dir, part=(job["cache_group"], block))
     engine = Engine(config, cache=cache, progress=False)
     module = _stage_module(stage)
+    cpu["setup"] = time.process_time()
     try:
-        rows = module.block_rows(recipe, Path(data_dir), engine, items)
+        rows = module.block_rows(recipe, Path(job["data_dir"]), engine, items)
+        cpu["calls"] = time.process_time()
         table = tables[module.WRITES[0]]
-        replace_atomically(Path(parts_dir) / f"{block}.parquet", frame(table, rows).write_parquet)
+        replace_atomically(parts_dir / f"{block}.parquet", frame(table, rows).write_parquet)
         result["rows"] = len(rows)
     except BuildError as e:
         result["error"] = str(e)
-        stop.write_text(str(e))
+        (parts_dir / "STOP").write_text(str(e))
     finally:
         cache.close()
-    result["usage"] = _usage_dict(engine.usage)
-    result["by_model"] = {m: _usage_dict(u) for m, u in engine.by_model.items()}
-    return pa.table({k: [json.dumps(v) if k in ("usage", "by_model") else v] for k, v in result.items()})
+    cpu["done"] = time.process_time()
+    result["usage"] = asdict(engine.usage)
+    result["by_model"] = {m: asdict(u) for m, u in engine.by_model.items()}
+    result["cpu"] = {"setup_s": cpu["setup"] - cpu["started"], "calls_s": cpu.get("calls", cpu["done"]) - cpu["setup"],
+                     "part_s": cpu["done"] - cpu.get("calls", cpu["done"]), "before_s": cpu["started"]}
+    return result
 
 
 def run(recipe: Recipe, stage: str, data_dir: Path, engine: Engine, *, address: str | None = None,
@@ -255,7 +284,7 @@ def run(recipe: Recipe, stage: str, data_dir: Path, engine: Engine, *, address: 
     shutil.rmtree(parts_dir, ignore_errors=True)
     parts_dir.mkdir(parents=True)
     try:
-        _run(ray, recipe, stage, module, models, config, engine, cache_dir, data_dir, parts_dir, group,
+        _run(ray, recipe, stage, module, models, config, engine, data_dir, parts_dir, group,
              progress=progress, tasks=tasks, block_items=block_items)
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
@@ -265,16 +294,14 @@ def run(recipe: Recipe, stage: str, data_dir: Path, engine: Engine, *, address: 
             pass
 
 
-def _run(ray, recipe, stage, module, models, config, engine, cache_dir, data_dir, parts_dir, group, *,
+TASK_RETRIES = 3  # Ray runs a block again this many times when its worker process dies
+
+
+def _run(ray, recipe, stage, module, models, config, engine, data_dir, parts_dir, group, *,
          progress, tasks, block_items) -> None:
     import pyarrow.parquet as pq
-    from ray.data import DataContext
+    from tqdm import tqdm
 
-    _quiet_ray_logs()
-    context = DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = progress
-    context.print_on_execution_start = False
     items_path = ITEMS.path(data_dir)
     total = pq.ParquetFile(items_path).metadata.num_rows
     if total == 0:
@@ -284,35 +311,64 @@ def _run(ray, recipe, stage, module, models, config, engine, cache_dir, data_dir
     ceiling = min(config.spec(m).concurrency for m in models)
     tasks = max(1, min(tasks or cpus, ceiling))
     block_items = block_items or min(MAX_BLOCK_ITEMS, max(1, math.ceil(total / (2 * tasks))))
+    blocks = [(start, min(start + block_items, total)) for start in range(0, total, block_items)]
+    tasks = min(tasks, len(blocks))
     budget_left = None
     if engine.budget is not None:
         budget_left = engine.budget.limit_usd - engine.budget.earlier_usd
-    task_config = config.with_concurrency(1 / tasks)
-    dataset = ray.data.read_parquet(str(items_path), override_num_blocks=math.ceil(total / block_items))
-    results = dataset.map_batches(
-        _answer_block, batch_size=block_items, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=tasks),
-        num_cpus=1,
-        fn_kwargs={"stage": stage, "recipe": recipe, "config": task_config, "data_dir": str(data_dir),
-                   "parts_dir": str(parts_dir), "cache_group": group, "items_total": total, "budget_left": budget_left,
-                   "keys": task_keys(recipe, models)},
-    )
+    # what every task is given, put in the object store once
+    job = ray.put({"stage": stage, "recipe": recipe, "config": config.with_concurrency(1 / tasks),
+                   "items_path": str(items_path), "data_dir": str(data_dir), "parts_dir": str(parts_dir),
+                   "cache_group": group, "items_total": total, "budget_left": budget_left, "keys": task_keys(recipe, models)})
+    answer = ray.remote(_answer_block).options(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)
+    done, failure = [], None
+    bar = tqdm(total=total, desc=stage, file=sys.stderr, disable=not progress, unit="item", leave=True)
+    pending: list = []
     try:
-        done = results.take_all()
-    except Exception as e:
-        engine.cache.merge_parts(group)  # keep every answer the tasks stored
-        raise BuildError(f"{recipe.name}: {stage}: the Ray tasks failed: {_ray_error(e)}") from None
-    engine.cache.merge_parts(group)
+        # Ray's pattern for a bounded number of tasks in flight: submit the next block when one is done
+        for start, stop in blocks:
+            if failure is None and len(pending) >= tasks:
+                failure = _collect(ray, pending, done, bar, parts_dir)
+            if failure is not None:
+                break
+            pending.append(answer.remote(start, stop, job))
+        while pending:
+            failure = _collect(ray, pending, done, bar, parts_dir) or failure
+    finally:
+        bar.close()
+        if not pending:  # every task has ended: what they stored goes into the cache, whatever happened
+            engine.cache.merge_parts(group)  # (else, interrupted, the next run merges it)
     for row in done:
-        _add(engine.usage, json.loads(row["usage"]) if row["usage"] != "null" else asdict(Usage()))
-        for model, data in (json.loads(row["by_model"]) or {}).items():
+        _add(engine.usage, row["usage"] or asdict(Usage()))
+        for model, data in (row["by_model"] or {}).items():
             _add(engine.by_model.setdefault(model, Usage()), data)
+    cpu = {k: sum(row["cpu"][k] for row in done if row["cpu"]) for k in ("setup_s", "calls_s", "part_s")}
+    log.debug("%s: %d blocks of %d items, %d tasks in flight; tasks' CPU: %s", stage, len(blocks), block_items, tasks,
+              ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()), extra={"task_cpu": cpu, "blocks": len(blocks)})
+    if failure is not None:
+        raise BuildError(f"{recipe.name}: {stage}: a Ray task failed: {_ray_error(failure)}")
     errors = [row["error"] for row in sorted(done, key=lambda r: r["block"]) if row["error"] and row["error"] != "stopped"]
     if errors:
         raise BuildError(errors[0])
-    blocks = sorted(row["block"] for row in done)
-    module.commit(recipe, data_dir, [parts_dir / f"{b:012d}.parquet" for b in blocks])
-    written = TABLES[module.WRITES[0]].path(data_dir)
-    log.debug("%s: %d blocks of %d items from %d tasks into %s", stage, len(blocks), block_items, tasks, written)
+    module.commit(recipe, data_dir, [parts_dir / f"{row['block']:012d}.parquet" for row in sorted(done, key=lambda r: r["block"])])
+
+
+def _collect(ray, pending: list, done: list, bar, parts_dir: Path) -> BaseException | None:
+    """Wait for one of the `pending` tasks; its result goes to `done` (and the bar). The error of a
+    task that failed is returned, after a STOP for the blocks not yet started."""
+    ready, rest = ray.wait(pending, num_returns=1)
+    pending[:] = rest
+    failure = None
+    for ref in ready:
+        try:
+            row = ray.get(ref)
+        except Exception as e:  # the task raised what is not a BuildError, or its worker died TASK_RETRIES + 1 times
+            failure = failure or e
+            (parts_dir / "STOP").write_text(_ray_error(e))
+            continue
+        done.append(row)
+        bar.update(row["items"])
+    return failure
 
 
 def _absolute(recipe: Recipe) -> Recipe:
@@ -342,5 +398,5 @@ def _quiet_ray_logs() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", module=r"ray(\.|$)")
-    for name in ("ray", "ray.data"):
+    for name in ("ray",):
         logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -14,9 +14,13 @@ Across machines (the Ray executor, `builders.ray_executor`), the cache folder is
 node sees. A Ray task never writes `responses.sqlite`: it writes a part of its own,
 `parts/<recipe>/<stage>/<block>-<attempt>.sqlite` (SQLite's rollback journal, not WAL, so a network
 file system serves it; one writer per part), and looks a call up in `responses.sqlite` (read-only),
-then in its own part, then in the parts earlier attempts at the same block left (a task retried
-after its worker died finds what the dead attempt stored). The driver merges the parts into
-`responses.sqlite` when the stage commits, and at the start of the next run after a driver was killed.
+then in its own part (only for keys it stored), then in the parts earlier attempts at the same block
+left (a task retried after its worker died finds what the dead attempt stored). The driver merges
+the parts into `responses.sqlite` when the stage commits, and at the start of the next run after a
+driver was killed. A part is opened read-write even to be read (`query_only` for a retry's lookups,
+an attached database for the merge): a writer killed in the middle of a commit leaves a hot journal,
+which only a read-write connection rolls back (a read-only one fails with "attempt to write a
+readonly database"); a writer still committing is waited for (BUSY_TIMEOUT_S).
 
 A part commits its answers in groups: when GROUP_ANSWERS answers are waiting, when the oldest has
 waited GROUP_SECONDS (checked at each lookup and store), before a batch-journal write, and on close,
@@ -41,6 +45,7 @@ from builders.llm.types import Completion, Message, OutputFormat
 DEFAULT_DIR = Path(".cache") / "llm"
 GROUP_ANSWERS = 32  # a cache part commits once this many answers wait ...
 GROUP_SECONDS = 0.5  # ... or once the oldest has waited this long
+BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another's lock (a part's writer committing)
 
 
 def default_cache_dir() -> Path:
@@ -104,12 +109,13 @@ class ResponseCache:
         self.writes = self.path  # the file this cache writes: responses.sqlite, or a Ray task's part
         self._readers: list[tuple[Path, sqlite3.Connection]] = []
         self._waiting = 0  # a part's answers not yet committed
+        self._mine: set[str] = set()  # the keys a part stored (its other lookups need not read it)
         self._oldest = 0.0  # when the first of them was stored (time.monotonic)
         with self._guard(directory):
             directory.mkdir(parents=True, exist_ok=True)
         if part is None:
             with self._guard():
-                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
                 self._db.execute("pragma journal_mode=wal")
                 self._db.execute("pragma synchronous=normal")
                 _create_tables(self._db)
@@ -125,9 +131,14 @@ class ResponseCache:
             self._db.execute("pragma journal_mode=delete")
             self._db.execute("pragma synchronous=normal")
             _create_tables(self._db)
-        for path in ([self.path] if self.path.exists() else []) + earlier:
+        if self.path.exists():
+            with self._guard(self.path):
+                self._readers.append((self.path, sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                                                 check_same_thread=False)))
+        for path in earlier:  # read-write: SQLite rolls back what a killed attempt left half-committed (below)
             with self._guard(path):
-                reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+                reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+                reader.execute("pragma query_only=on")
             self._readers.append((path, reader))
 
     @property
@@ -160,7 +171,9 @@ class ResponseCache:
 
     def get(self, key: str) -> tuple[Completion, float] | None:
         self._flush_if_due()
-        rows = self._query("select completion, latency_s from responses where key = ?", (key,))
+        rows = []
+        if not self.is_part or key in self._mine:
+            rows = self._query("select completion, latency_s from responses where key = ?", (key,))
         source = self.writes
         for path, reader in self._readers:
             if rows:
@@ -188,6 +201,7 @@ class ResponseCache:
                 self._oldest = time.monotonic()
             self._db.execute("insert or replace into responses values (?, ?, ?)", (key, blob, latency_s))
             self._waiting += 1
+            self._mine.add(key)
         self._flush_if_due()
 
     # The batch journal: one row per uploaded request file, written before its job is started, so a
@@ -226,10 +240,10 @@ class ResponseCache:
         for path in sorted(folder.glob("*.sqlite")) if folder.exists() else []:
             before = len(self)
             with self._guard(path):
-                try:
-                    self._db.execute("attach database ? as part", (f"file:{path}?mode=ro",))
-                except sqlite3.OperationalError:  # an older SQLite without URI filenames in attach
-                    self._db.execute("attach database ? as part", (str(path),))
+                # read-write, so that SQLite rolls back a commit its killed writer left half done
+                # (a hot journal: a read-only connection fails on it with "attempt to write a readonly
+                # database"); a writer still committing is waited for (busy timeout)
+                self._db.execute("attach database ? as part", (str(path),))
             try:
                 with self._guard(path):
                     tables = {r[0] for r in self._db.execute("select name from part.sqlite_master where type = 'table'")}
@@ -249,6 +263,9 @@ class ResponseCache:
             added += len(self) - before
             for leftover in (path, path.with_name(path.name + "-journal")):
                 leftover.unlink(missing_ok=True)
+        if added:
+            with self._guard():  # the merged answers into the file itself: tasks on other machines read it
+                self._db.execute("pragma wal_checkpoint(truncate)")
         return added
 
     def close(self) -> None:
