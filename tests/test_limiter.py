@@ -109,7 +109,8 @@ def test_engine_adapts_to_a_server_that_limits_calls_in_flight(project):
     assert len(answers) == 40 and all(a.text for a in answers)
     assert server.completed == 40 and server.peak_in_flight <= 4
     assert limiter.storms >= 1 and limiter.limit < 16
-    assert server.rejected_over_limit < 40  # without adapting, most of 40 × 16-wide waves would be refused
+    # a limiter that never adapts (STORM_SHARE above 1) met 116 refusals here; adapting, 20-45 (by the scheduling)
+    assert server.rejected_over_limit < 80
 
 
 def test_one_models_storm_does_not_hold_up_another_model(project):
