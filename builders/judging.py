@@ -17,8 +17,7 @@ from builders.llm.engine import Engine
 from builders.conversation import is_multi_turn
 from builders.prompts import debate_user_field, judge_field, render
 from builders.recipe import Recipe
-from builders.strategies import (JudgeSpec, count_word, fence_marker, render_conversations, render_reference,
-                                 render_responses, score_format, variant)
+from builders.strategies import JudgeSpec, count_word, fence_marker, score_format, variant
 
 DEBATE = "judge.panel.debate"  # where a recipe keeps its debate templates
 
@@ -42,16 +41,23 @@ def messages(recipe: Recipe, question: str, responses: list[str], *, histories: 
     reference answer, shown fenced like the answers under the reference-guided prompts. Everything
     shown but the judge's instructions (earlier turns included) is fenced by the call's marker."""
     spec = JudgeSpec.of(recipe.judge.panel)
+    kind, marker, quoted, values = _shown(spec, question, responses, histories, reference)
+    system = render(recipe, judge_field("system", kind), **spec.strategy.system_values(len(responses), spec.scale, spec.reasoning))
+    user = render(recipe, judge_field("user", kind), **values)
+    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker, quoted)
+
+
+def _shown(spec: JudgeSpec, question: str, responses: list[str], histories: list[list[dict]] | None,
+           reference: str | None) -> tuple[str, str, tuple[str, ...], dict]:
+    """(template variant, the call's fence marker, every text shown that a verdict line may not copy,
+    the user template's values) for a call showing `responses`, their conversations and a reference."""
     multi = histories is not None and any(is_multi_turn(h) for h in histories)
     extra = [m["content"] for h in histories for m in h] if multi else []
     extra += [reference] if reference is not None else []
     marker = fence_marker([question, *responses, *extra])
-    kind = variant(multi, reference is not None)
-    system = render(recipe, judge_field("system", kind), **spec.strategy.system_values(len(responses), spec.scale, spec.reasoning))
-    user = render(recipe, judge_field("user", kind), **spec.strategy.user_values(
-        question, responses, marker, histories=histories if multi else None, reference=reference))
-    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker,
-                        (*responses, *extra))
+    values = spec.strategy.user_values(question, responses, marker, histories=histories if multi else None,
+                                       reference=reference)
+    return variant(multi, reference is not None), marker, (*responses, *extra), values
 
 
 def role_name(role: str) -> str:
@@ -67,20 +73,11 @@ def debate_messages(recipe: Recipe, question: str, responses: list[str], turns: 
     """The conversation a referee sees: the paper's system prompt and user message structure, with
     each assistant's conversation with the user in place of the question when it is more than one
     user message, and the reference answer when there is one, fenced as the judges see them."""
-    multi = histories is not None and any(is_multi_turn(h) for h in histories)
-    extra = [m["content"] for h in histories for m in h] if multi else []
-    extra += [reference] if reference is not None else []
-    marker = fence_marker([question, *responses, *extra])
-    values = {"question": question, "responses": render_responses(responses, marker)}
-    if multi:
-        values["conversations"] = render_conversations(histories, responses, marker)
-    if reference is not None:
-        values["reference"] = render_reference(reference, marker)
-    kind = variant(multi, reference is not None)
+    # referees debate under the combined strategy (the loader refuses any other), so its values serve
+    kind, marker, quoted, values = _shown(JudgeSpec.of(recipe.judge.panel), question, responses, histories, reference)
     system = render(recipe, f"{DEBATE}.system_prompt", n=count_word(len(responses)), scale=recipe.judge.panel.scale)
     user = render(recipe, f"{DEBATE}.{debate_user_field(kind)}", **values, history=history_text(turns), instruction=instruction)
-    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker,
-                        (*responses, *extra))
+    return Conversation([{"role": "system", "content": system}, {"role": "user", "content": user}], marker, quoted)
 
 
 def final_instruction(recipe: Recipe, role: str, n: int) -> str:
