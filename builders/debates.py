@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
-
+from builders.by_item import Input, by_item, count_items
 from builders.judging import DEBATE, debate_messages
 from builders.llm.engine import Engine
 from builders.prompts import render
 from builders.recipe import Recipe
-from builders.scores import judged_candidates
+from builders.scores import CANDIDATE_COLUMNS, ITEM_COLUMNS, every, judged
 from builders.strategies import presentation_orders
-from builders.tables import CANDIDATES, DEBATES, ITEMS, content_id, frame, read_parts, read_rows_of, read_table, write_table
+from builders.tables import CANDIDATES, DEBATES, TableWriter, content_id, read_part, read_rows_of
 
 READS = ("items", "candidates")
 WRITES = ("debates",)
@@ -58,15 +57,17 @@ async def _debate(engine: Engine, recipe: Recipe, item: dict, presentation: int,
     return turns
 
 
-async def _run(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame) -> list[dict]:
-    by_item = judged_candidates(recipe, candidates)
-    jobs = [
-        _debate(engine, recipe, item, presentation, shown)
-        for item in items.to_dicts()
-        for presentation, shown in orders(recipe, by_item.get(item["item_id"], []))
-    ]
-    per_debate = await engine.gather(jobs, total=len(jobs), desc="debates")
+async def _item_turns(engine: Engine, recipe: Recipe, item: dict, candidates: list[dict]) -> list[dict]:
+    """Every debate of one item (one per presentation order of its candidates), its turns in order."""
+    per_debate = await every(_debate(engine, recipe, item, presentation, shown) for presentation, shown in orders(recipe, judged(recipe, candidates)))
     return [turn for turns in per_debate for turn in turns]
+
+
+async def _run(engine: Engine, recipe: Recipe, data_dir: Path, out: TableWriter) -> None:
+    inputs = by_item(data_dir, ITEM_COLUMNS, candidates=Input(CANDIDATES, CANDIDATE_COLUMNS))
+    jobs = (_item_turns(engine, recipe, item, rows["candidates"]) for item, rows in inputs)
+    async for turns in engine.stream(jobs, total=count_items(data_dir), desc="debates"):
+        out.write(turns)
 
 
 def models(recipe: Recipe) -> list[str]:
@@ -75,11 +76,10 @@ def models(recipe: Recipe) -> list[str]:
 
 
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
-    rows = []
-    if recipe.judge.panel.debate is not None:
-        engine.prepare(models(recipe))
-        rows = engine.run(_run(engine, recipe, read_table(ITEMS, data_dir), read_table(CANDIDATES, data_dir)))
-    write_table(DEBATES, frame(DEBATES, rows), data_dir)
+    with TableWriter(DEBATES, data_dir) as out:
+        if recipe.judge.panel.debate is not None:
+            engine.prepare(models(recipe))
+            engine.run(_run(engine, recipe, data_dir, out))
 
 
 # The Ray executor (builders.ray_executor): each task runs the debates of a block of items.
@@ -88,9 +88,14 @@ def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]
     if recipe.judge.panel.debate is None:
         return []
     engine.prepare(models(recipe))
-    candidates = read_rows_of(CANDIDATES, data_dir, [i["item_id"] for i in items])
-    return engine.run(_run(engine, recipe, frame(ITEMS, items), candidates))
+    ids = [i["item_id"] for i in items]
+    candidates = read_rows_of(CANDIDATES, data_dir, ids).select(CANDIDATE_COLUMNS).rows_by_key("item_id", named=True, unique=False)
+    jobs = [_item_turns(engine, recipe, item, candidates.get(item["item_id"], [])) for item in items]
+    per_item = engine.run(engine.gather(jobs, total=len(jobs), desc="debates"))
+    return [turn for turns in per_item for turn in turns]
 
 
 def commit(recipe: Recipe, data_dir: Path, parts: list[Path]) -> None:
-    write_table(DEBATES, read_parts(DEBATES, parts), data_dir)
+    with TableWriter(DEBATES, data_dir) as out:
+        for part in parts:
+            out.write(read_part(DEBATES, part).to_dicts())

@@ -23,13 +23,15 @@ revises from all their feedback at once, so no revision can be credited to one r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders.by_item import Input, by_item
 from builders.generation import reviewer_prompt
 from builders.prompts import render
 from builders.recipe import Recipe
-from builders.tables import CANDIDATES, ITEMS, VERDICTS, read_table
+from builders.tables import CANDIDATES, VERDICTS
 
 
 @dataclass(frozen=True)
@@ -52,36 +54,44 @@ class FeedbackPreference:
     rejected: list[Review]  # best first
 
 
-def feedback_preferences(recipe: Recipe, data_dir: Path) -> list[FeedbackPreference]:
+def feedback_preferences(recipe: Recipe, data_dir: Path) -> Iterator[FeedbackPreference]:
+    """The reviews' preference of every item with an ok verdict, in the items' order, an item at a time."""
     g = recipe.generation
     if g.workflow != "feedback" or len(g.reviewers) != 1:
-        return []
-    conversations = dict(read_table(ITEMS, data_dir).select("item_id", "messages").iter_rows())
-    by_step = {(c["item_id"], c["iteration"]): c for c in read_table(CANDIDATES, data_dir).to_dicts()}
+        return
     system = render(recipe, "generation.reviewer_system_prompt")
-    out = []
-    for v in read_table(VERDICTS, data_dir).filter(status="ok").to_dicts():
-        rank = {cid: (i, s) for i, (cid, s) in enumerate(zip(v["ranking"], v["ranking_scores"]))}
-        reviews = []
-        for k in range(1, g.iterations):
-            reviewed, revision = by_step.get((v["item_id"], k)), by_step.get((v["item_id"], k + 1))
-            if reviewed is None or revision is None or reviewed["review"] is None or revision["candidate_id"] not in rank:
-                continue
-            if revision["problem"] is not None:
-                continue
-            conversation = conversations[v["item_id"]]
-            reviews.append((rank[revision["candidate_id"]][0], Review(
-                v["item_id"], k, g.reviewers[0], system,
-                reviewer_prompt(recipe, conversation, reviewed["response"]),
-                reviewed["review"], reviewed["candidate_id"], revision["candidate_id"], rank[revision["candidate_id"]][1],
-            )))
-        if not reviews:
+    candidate_columns = ["candidate_id", "iteration", "response", "problem", "review"]
+    inputs = by_item(data_dir, ["item_id", "messages"], candidates=Input(CANDIDATES, candidate_columns), verdicts=VERDICTS)
+    for item, rows in inputs:
+        for v in rows["verdicts"]:
+            if v["status"] == "ok":
+                preference = _item_preference(recipe, system, item, rows["candidates"], v)
+                if preference is not None:
+                    yield preference
+
+
+def _item_preference(recipe: Recipe, system: str, item: dict, candidates: list[dict], v: dict) -> FeedbackPreference | None:
+    g = recipe.generation
+    by_step = {c["iteration"]: c for c in candidates}
+    rank = {cid: (i, s) for i, (cid, s) in enumerate(zip(v["ranking"], v["ranking_scores"]))}
+    reviews = []
+    for k in range(1, g.iterations):
+        reviewed, revision = by_step.get(k), by_step.get(k + 1)
+        if reviewed is None or revision is None or reviewed["review"] is None or revision["candidate_id"] not in rank:
             continue
-        reviews = [r for _, r in sorted(reviews, key=lambda x: x[0])]  # the verdict's order (its tie policy)
-        chosen = reviews[0]
-        rejected = [
-            r for r in reviews[1:]
-            if r.score < chosen.score and chosen.score - r.score >= recipe.export.min_margin and r.review != chosen.review
-        ]
-        out.append(FeedbackPreference(v["item_id"], chosen, rejected))
-    return out
+        if revision["problem"] is not None:
+            continue
+        reviews.append((rank[revision["candidate_id"]][0], Review(
+            v["item_id"], k, g.reviewers[0], system,
+            reviewer_prompt(recipe, item["messages"], reviewed["response"]),
+            reviewed["review"], reviewed["candidate_id"], revision["candidate_id"], rank[revision["candidate_id"]][1],
+        )))
+    if not reviews:
+        return None
+    reviews = [r for _, r in sorted(reviews, key=lambda x: x[0])]  # the verdict's order (its tie policy)
+    chosen = reviews[0]
+    rejected = [
+        r for r in reviews[1:]
+        if r.score < chosen.score and chosen.score - r.score >= recipe.export.min_margin and r.review != chosen.review
+    ]
+    return FeedbackPreference(v["item_id"], chosen, rejected)

@@ -1,14 +1,14 @@
 """Builder: verdicts -> `kto` examples (pure). The chosen answer is desirable, each rejected one not;
-the rows are interleaved as TRL's KTOTrainer wants them (`builders.preferences.interleave`)."""
+the rows are interleaved as TRL's KTOTrainer wants them (`builders.preferences.interleaved`: a window of rows at a time)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from builders.gate import check_gate
-from builders.preferences import interleave, lineage, preferences, side
+from builders.preferences import Preference, interleaved, lineage, preferences, side
 from builders.recipe import Recipe
-from builders.tables import KTO, content_id, frame, write_table
+from builders.tables import KTO, TableWriter, content_id
 
 READS = ("items", "candidates", "verdicts")
 WRITES = ("kto",)
@@ -17,19 +17,26 @@ WRITES = ("kto",)
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
     check_gate(recipe, data_dir, KTO.path(data_dir))
     about = lineage(recipe)
-    rows = []
-    for p in preferences(recipe, data_dir):
-        for c, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]:
-            rows.append({
-                "example_id": content_id(c["candidate_id"]),
-                "item_id": p.item_id,
-                "prompt": p.prompt,
-                "messages": p.messages,
-                "completion": c["response"],
-                "label": label,
-                "candidate_id": c["candidate_id"],
-                "score": c["score"],
-                **side(c),
-                **about,
-            })
-    write_table(KTO, frame(KTO, interleave(rows, recipe.export.seed)), data_dir)
+    rows = (
+        _example(p, c, label, about)
+        for p in preferences(recipe, data_dir)
+        for c, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]
+    )
+    with TableWriter(KTO, data_dir) as out:
+        for row in interleaved(rows, recipe.export.seed):
+            out.write([row])
+
+
+def _example(p: Preference, c: dict, label: bool, about: dict) -> dict:
+    return {
+        "example_id": content_id(c["candidate_id"]),
+        "item_id": p.item_id,
+        "prompt": p.prompt,
+        "messages": p.messages,
+        "completion": c["response"],
+        "label": label,
+        "candidate_id": c["candidate_id"],
+        "score": c["score"],
+        **side(c),
+        **about,
+    }

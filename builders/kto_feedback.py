@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builders.feedback_preferences import feedback_preferences
+from builders.feedback_preferences import Review, feedback_preferences
 from builders.gate import check_gate
-from builders.preferences import interleave, lineage
+from builders.preferences import interleaved, lineage
 from builders.recipe import Recipe
-from builders.tables import KTO_FEEDBACK, content_id, frame, write_table
+from builders.tables import KTO_FEEDBACK, TableWriter, content_id
 
 READS = ("items", "candidates", "verdicts")
 WRITES = ("kto_feedback",)
@@ -19,21 +19,28 @@ WRITES = ("kto_feedback",)
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
     check_gate(recipe, data_dir, KTO_FEEDBACK.path(data_dir))
     about = lineage(recipe)
-    rows = []
-    for p in feedback_preferences(recipe, data_dir):
-        for r, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]:
-            rows.append({
-                "example_id": content_id("feedback", r.reviewed_id),
-                "item_id": p.item_id,
-                "system": r.system,
-                "prompt": r.prompt,
-                "completion": r.review,
-                "label": label,
-                "reviewed_id": r.reviewed_id,
-                "revision_id": r.revision_id,
-                "iteration": r.iteration,
-                "score": r.score,
-                "reviewer": r.reviewer,
-                **about,
-            })
-    write_table(KTO_FEEDBACK, frame(KTO_FEEDBACK, interleave(rows, recipe.export.seed)), data_dir)
+    rows = (
+        _example(p.item_id, r, label, about)
+        for p in feedback_preferences(recipe, data_dir)
+        for r, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]
+    )
+    with TableWriter(KTO_FEEDBACK, data_dir) as out:
+        for row in interleaved(rows, recipe.export.seed):
+            out.write([row])
+
+
+def _example(item_id: str, r: Review, label: bool, about: dict) -> dict:
+    return {
+        "example_id": content_id("feedback", r.reviewed_id),
+        "item_id": item_id,
+        "system": r.system,
+        "prompt": r.prompt,
+        "completion": r.review,
+        "label": label,
+        "reviewed_id": r.reviewed_id,
+        "revision_id": r.revision_id,
+        "iteration": r.iteration,
+        "score": r.score,
+        "reviewer": r.reviewer,
+        **about,
+    }

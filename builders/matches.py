@@ -7,14 +7,16 @@ Failed calls are rows with null scores and their outcome, within `judge.panel.ma
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
+from builders.by_item import Input, by_item, count_items
 from builders.judging import ask, messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
-from builders.scores import check_failure_budget
+from builders.scores import ITEM_COLUMNS, BudgetedWriter, Tally, every
 from builders.strategies import JudgeSpec, presentation_orders
-from builders.tables import ITEMS, MATCHES, PICKS, content_id, frame, read_table, write_table
+from builders.tables import MATCHES, PICKS, content_id
 
 READS = ("items", "picks")
 WRITES = ("matches",)
@@ -49,25 +51,30 @@ async def _match(engine: Engine, recipe: Recipe, judge: str, item: dict, mine: d
     }
 
 
+def _item_jobs(engine: Engine, recipe: Recipe, item: dict, picks: list[dict]) -> list[Awaitable[dict]]:
+    """The match calls of one prompt: every workflow's pick against every baseline's, by every judge, in every order."""
+    by = {p["entry"]: p for p in picks}
+    panel = recipe.judge.panel
+    orders = range(len(presentation_orders((0, 1), panel.orders)))
+    return [
+        _match(engine, recipe, judge, item, by[w], by[b], order)
+        for w in recipe.compare.workflows
+        for b in recipe.compare.baselines
+        if w in by and b in by
+        for judge in panel.models
+        for order in orders
+    ]
+
+
+async def _run(engine: Engine, recipe: Recipe, data_dir: Path, out: BudgetedWriter) -> None:
+    inputs = by_item(data_dir, ITEM_COLUMNS, picks=Input(PICKS, ["entry", "item_id", "candidate_id", "response"]))
+    jobs = (every(_item_jobs(engine, recipe, item, rows["picks"])) for item, rows in inputs)
+    async for rows in engine.stream(jobs, total=count_items(data_dir), desc="matches"):
+        out.write(rows)
+
+
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
-    rows = []
-    if recipe.compare:
-        prompts = {i["item_id"]: i for i in read_table(ITEMS, data_dir).to_dicts()}
-        picks = read_table(PICKS, data_dir)
-        by = {(p["entry"], p["item_id"]): p for p in picks.to_dicts()}
-        panel = recipe.judge.panel
-        orders = range(len(presentation_orders((0, 1), panel.orders)))
-        jobs = [
-            _match(engine, recipe, judge, prompts[item], by[(w, item)], by[(b, item)], order)
-            for w in recipe.compare.workflows
-            for b in recipe.compare.baselines
-            for item in sorted(prompts)
-            if (w, item) in by and (b, item) in by
-            for judge in panel.models
-            for order in orders
-        ]
-        engine.prepare(panel.models)
-        rows = engine.run(engine.gather(jobs, total=len(jobs), desc="matches"))
-    df = frame(MATCHES, rows)
-    check_failure_budget(recipe, df, "match calls")  # one row per call
-    write_table(MATCHES, df, data_dir)
+    with BudgetedWriter(MATCHES, recipe, data_dir, what="match calls", count=Tally.add_rows) as out:
+        if recipe.compare:
+            engine.prepare(recipe.judge.panel.models)
+            engine.run(_run(engine, recipe, data_dir, out))

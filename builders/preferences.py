@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
+from builders.by_item import by_item
 from builders.prompts import template_texts
 from builders.recipe import Recipe
 from builders.strategies import JudgeSpec
-from builders.tables import CANDIDATES, ITEMS, VERDICTS, content_id, read_table
+from builders.tables import CANDIDATES, VERDICTS, content_id
 
 RECIPE_SECTIONS = ("source", "models", "generation", "judge", "export")  # what `recipe_hash` covers
 
@@ -22,32 +26,37 @@ class Preference:
     rejected: list[dict]  # candidate rows plus "score", best first, each strictly and at least `min_margin` below
 
 
-def preferences(recipe: Recipe, data_dir: Path) -> list[Preference]:
-    items = {i["item_id"]: i for i in read_table(ITEMS, data_dir).select("item_id", "prompt", "messages").to_dicts()}
-    candidates = {c["candidate_id"]: c for c in read_table(CANDIDATES, data_dir).to_dicts()}
-    out = []
-    for v in read_table(VERDICTS, data_dir).filter(status="ok").to_dicts():
-        scored = [{**candidates[cid], "score": s} for cid, s in zip(v["ranking"], v["ranking_scores"])]
-        chosen, others = scored[0], scored[1:]
-        if items[v["item_id"]]["messages"] is None:  # each answer follows its own earlier answers: no shared prompt
-            continue
-        if chosen["problem"] is not None:  # no answer is never a good answer (a benchmark judges them all)
-            continue
-        # A candidate sharing the best score is no worse than the chosen one: never a rejected answer;
-        # no answer is never exported, not even as the rejected side.
-        rejected = [
-            c for c in others
-            if c["problem"] is None
-            and c["score"] < chosen["score"]
-            and chosen["score"] - c["score"] >= recipe.export.min_margin
-            and c["response"] != chosen["response"]
-        ]
-        unique: dict[str, dict] = {}  # a revision that repeats an answer word for word is one example, not two
-        for c in rejected:
-            unique.setdefault(c["response"], c)
-        item = items[v["item_id"]]
-        out.append(Preference(v["item_id"], item["prompt"], item["messages"], chosen, list(unique.values())))
-    return out
+def _preference(recipe: Recipe, item: dict, candidates: list[dict], verdict: dict) -> Preference | None:
+    by_id = {c["candidate_id"]: c for c in candidates}
+    scored = [{**by_id[cid], "score": s} for cid, s in zip(verdict["ranking"], verdict["ranking_scores"])]
+    chosen, others = scored[0], scored[1:]
+    if item["messages"] is None:  # each answer follows its own earlier answers: no shared prompt
+        return None
+    if chosen["problem"] is not None:  # no answer is never a good answer (a benchmark judges them all)
+        return None
+    # A candidate sharing the best score is no worse than the chosen one: never a rejected answer;
+    # no answer is never exported, not even as the rejected side.
+    rejected = [
+        c for c in others
+        if c["problem"] is None
+        and c["score"] < chosen["score"]
+        and chosen["score"] - c["score"] >= recipe.export.min_margin
+        and c["response"] != chosen["response"]
+    ]
+    unique: dict[str, dict] = {}  # a revision that repeats an answer word for word is one example, not two
+    for c in rejected:
+        unique.setdefault(c["response"], c)
+    return Preference(item["item_id"], item["prompt"], item["messages"], chosen, list(unique.values()))
+
+
+def preferences(recipe: Recipe, data_dir: Path) -> Iterator[Preference]:
+    """The preference of every item with an ok verdict, in the items' order, read an item at a time."""
+    for item, rows in by_item(data_dir, ["item_id", "prompt", "messages"], candidates=CANDIDATES, verdicts=VERDICTS):
+        for verdict in rows["verdicts"]:
+            if verdict["status"] == "ok":
+                preference = _preference(recipe, item, rows["candidates"], verdict)
+                if preference is not None:
+                    yield preference
 
 
 def judge_description(recipe: Recipe) -> str:
@@ -82,14 +91,16 @@ def side(candidate: dict, prefix: str = "") -> dict:
     }
 
 
-def interleave(rows: list[dict], seed: int, group: str = "item_id") -> list[dict]:
+KTO_WINDOW = 4096  # KTO rows interleaved together: the order is made a window at a time
+
+
+def interleave(rows: list[dict], seed: int | random.Random, group: str = "item_id") -> list[dict]:
     """KTO rows in the order TRL reads them, each with its `position`: desirable and undesirable
     rows alternate while both last, and a row's `group` (its prompt) differs from the row before
     whenever another row is left that allows it. The order within each label is a shuffle under
-    `seed` of the rows sorted by `example_id`, so it is the same on every build."""
-    import random
-
-    rng = random.Random(seed)
+    `seed` (a number, or the random generator to draw from) of the rows sorted by `example_id`, so
+    it is the same on every build."""
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     pools = {}
     for label in (True, False):
         pool = sorted((r for r in rows if r["label"] is label), key=lambda r: r["example_id"])
@@ -104,3 +115,17 @@ def interleave(rows: list[dict], seed: int, group: str = "item_id") -> list[dict
         out.append({**pool.pop(i), "position": len(out)})
         want = not out[-1]["label"]
     return out
+
+
+def interleaved(rows: Iterable[dict], seed: int, group: str = "item_id", window: int = KTO_WINDOW) -> Iterator[dict]:
+    """`interleave` over a stream of rows (in the items' order), a window of `window` rows at a
+    time, so memory does not grow with the table: every window alternates its labels and prompts
+    as `interleave` does (its surplus label at its end), the windows drawing from one generator
+    seeded with `seed`; `position` counts over the whole stream. Up to `window` rows this is
+    exactly `interleave(rows, seed)`."""
+    rng, start, rows = random.Random(seed), 0, iter(rows)
+    while chunk := list(islice(rows, window)):
+        for row in interleave(chunk, rng, group):
+            row["position"] += start
+            yield row
+        start += len(chunk)

@@ -71,7 +71,7 @@ def _import_ray():
         import ray
     except ImportError:
         raise RayUnavailable("--executor ray needs Ray: install the extra with `pip install -e '.[ray]'` "
-                             "(or `pip install 'ray[data]'`)") from None
+                             "(or `pip install ray`)") from None
     return ray
 
 

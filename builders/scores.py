@@ -17,18 +17,25 @@ cannot be, or the provider failed after its retries, the rows carry `score = nul
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
+from builders.by_item import Input, by_item, count_items
 from builders.errors import BuildError
 from builders.judging import ask, debate_messages, final_instruction, messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.strategies import JudgeSpec, presentation_orders
-from builders.tables import CANDIDATES, DEBATES, ITEMS, SCORES, content_id, frame, read_parts, read_rows_of, read_table, write_table
+from builders.tables import CANDIDATES, DEBATES, SCORES, Table, TableWriter, content_id, read_part, read_rows_of
+
+T = TypeVar("T")
 
 READS = ("items", "candidates", "debates")
 WRITES = ("scores",)
@@ -50,34 +57,45 @@ class Call:
         return content_id(self.judge, [c["candidate_id"] for c in self.shown])
 
 
-def _debate_calls(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]], debates: pl.DataFrame) -> list[Call]:
+ITEM_COLUMNS = ["item_id", "prompt", "messages", "reference"]
+CANDIDATE_COLUMNS = ["candidate_id", "item_id", "iteration", "response", "context", "problem"]
+
+
+def judged(recipe: Recipe, candidates: list[dict]) -> list[dict]:
+    """The candidates of one item its judges see, by iteration: answers only, unless the source is a
+    human-labelled benchmark (its pairs are judged as the humans saw them)."""
+    shown = [c for c in candidates if recipe.source.labelled or c["problem"] is None]
+    return sorted(shown, key=lambda c: c["iteration"])
+
+
+def _debate_calls(recipe: Recipe, item: dict, candidates: list[dict], turns: list[dict]) -> list[Call]:
     referees = recipe.judge.panel.debate.referees
-    prompts = {i["item_id"]: i for i in items}
+    by_id = {c["candidate_id"]: c for c in candidates}
+    debates: dict[str, list[dict]] = {}
+    for turn in turns:
+        debates.setdefault(turn["debate_id"], []).append(turn)
     calls = []
-    for (_,), turns in debates.sort("turn").group_by("debate_id", maintain_order=True):
-        first = turns.row(0, named=True)
-        candidates = {c["candidate_id"]: c for c in by_item[first["item_id"]]}
-        shown = tuple(candidates[cid] for cid in first["candidate_ids"])
-        history = tuple(turns.to_dicts())
+    for debate in debates.values():
+        history = tuple(sorted(debate, key=lambda t: t["turn"]))
+        first = history[0]
+        shown = tuple(by_id[cid] for cid in first["candidate_ids"])
         for role in recipe.judge.panel.debate.roles():
-            calls.append(Call(role, referees[role], prompts[first["item_id"]], shown, first["presentation"], history))
+            calls.append(Call(role, referees[role], item, shown, first["presentation"], history))
     return calls
 
 
-def plan(recipe: Recipe, items: list[dict], by_item: dict[str, list[dict]], debates: pl.DataFrame) -> list[Call]:
-    """Every judge call the recipe needs, in a stable order."""
+def item_calls(recipe: Recipe, item: dict, candidates: list[dict], turns: list[dict]) -> list[Call]:
+    """Every judge call one item needs (its candidates, and its debates' turns), in a stable order."""
     panel = recipe.judge.panel
     if panel.debate:
-        return _debate_calls(recipe, items, by_item, debates)
-    strategy = JudgeSpec.of(panel).strategy
-    calls = []
-    for item in items:
-        groups = strategy.groups(by_item.get(item["item_id"], []))
-        for judge in panel.models:
-            for group in groups:
-                for presentation, shown in enumerate(presentation_orders(group, panel.orders)):
-                    calls.append(Call(judge, judge, item, shown, presentation))
-    return calls
+        return _debate_calls(recipe, item, candidates, turns)
+    groups = JudgeSpec.of(panel).strategy.groups(judged(recipe, candidates))
+    return [
+        Call(judge, judge, item, shown, presentation)
+        for judge in panel.models
+        for group in groups
+        for presentation, shown in enumerate(presentation_orders(group, panel.orders))
+    ]
 
 
 async def _judge(engine: Engine, recipe: Recipe, spec: JudgeSpec, call: Call) -> list[dict]:
@@ -121,34 +139,81 @@ async def _judge(engine: Engine, recipe: Recipe, spec: JudgeSpec, call: Call) ->
     ]
 
 
-def judged_candidates(recipe: Recipe, candidates: pl.DataFrame) -> dict[str, list[dict]]:
-    """item -> the candidates its judges see, by iteration: answers only, unless the source is a
-    human-labelled benchmark (its pairs are judged as the humans saw them)."""
-    if not recipe.source.labelled:
-        candidates = candidates.filter(pl.col("problem").is_null())
-    return {k[0]: g.sort("iteration").to_dicts() for k, g in candidates.group_by("item_id")}
+async def every(jobs: Iterable[Awaitable[T]]) -> list[T]:
+    """The results of `jobs`, run at once; a failure is raised once all of them have ended (none is
+    left running behind the stage)."""
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
 
 
-async def _score(engine: Engine, recipe: Recipe, items: pl.DataFrame, candidates: pl.DataFrame,
-                 debates: pl.DataFrame) -> list[dict]:
-    calls = plan(recipe, items.to_dicts(), judged_candidates(recipe, candidates), debates)
-    spec = JudgeSpec.of(recipe.judge.panel)
-    per_call = await engine.gather((_judge(engine, recipe, spec, c) for c in calls), total=len(calls), desc="scores")
-    return [row for rows in per_call for row in rows]
+async def _item_rows(engine: Engine, recipe: Recipe, spec: JudgeSpec, calls: list[Call]) -> list[dict]:
+    return [row for rows in await every(_judge(engine, recipe, spec, c) for c in calls) for row in rows]
 
 
-def check_failure_budget(recipe: Recipe, calls: pl.DataFrame, what: str = "judge calls") -> None:
-    """Fail, naming counts, outcomes, items and reasons, when more than the recipe's share of `calls`
-    (one row per call: outcome, item_id, parse_error) failed."""
-    failed = calls.filter(pl.col("outcome") != "ok")
+class Tally:
+    """What a stage's closing checks need of its calls, counted as they come (memory does not grow
+    with the calls): outcomes, the first failed items, the commonest reasons, and each judge's
+    scores by position."""
+
+    REASONS = 1000  # distinct failure reasons counted (they are a handful of kinds)
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.outcomes: Counter[str] = Counter()
+        self.failed_items: list[str] = []
+        self.reasons: Counter[str] = Counter()
+        self.positions: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0])
+
+    def add(self, outcome: str, item_id: str, reason: str | None) -> None:
+        """One call."""
+        self.calls += 1
+        self.outcomes[outcome] += 1
+        if outcome != "ok":
+            if len(self.failed_items) < 3 and item_id not in self.failed_items:
+                self.failed_items.append(item_id)
+            if reason in self.reasons or len(self.reasons) < self.REASONS:
+                self.reasons[reason] += 1
+
+    def add_rows(self, rows: list[dict]) -> None:
+        """Rows of a table with one row per call."""
+        for row in rows:
+            self.add(row["outcome"], row["item_id"], row["parse_error"])
+
+    def add_scores(self, rows: list[dict]) -> None:
+        """Score rows, one or more calls' worth (each call's rows together)."""
+        for i, row in enumerate(rows):
+            if i == 0 or row["call_id"] != rows[i - 1]["call_id"]:
+                self.add(row["outcome"], row["item_id"], row["parse_error"])
+            if row["outcome"] == "ok" and row["strategy"] != "independent":
+                sums = self.positions[(row["judge"], row["position"])]
+                sums[0] += row["score"] / row["scale"]
+                sums[1] += 1
+
+    @property
+    def failed(self) -> int:
+        return self.calls - self.outcomes["ok"]
+
+    def position_means(self) -> dict[str, list[float]]:
+        """judge -> its mean score (as a share of the scale) in each position (`position_means`)."""
+        means: dict[str, list[float]] = defaultdict(list)
+        for (judge, _), (total, n) in sorted(self.positions.items()):
+            means[judge].append(total / n)
+        return dict(means)
+
+
+def check_failure_budget(recipe: Recipe, tally: Tally, what: str = "judge calls") -> None:
+    """Fail, naming counts, outcomes, items and reasons, when more than the recipe's share of the
+    calls counted in `tally` failed."""
     budget = recipe.judge.panel.max_parse_failure_rate
-    if calls.height and failed.height / calls.height > budget:
-        examples = ", ".join(failed["item_id"].unique(maintain_order=True).head(3))
-        reasons = failed["parse_error"].value_counts(sort=True)["parse_error"].head(3).to_list()
-        outcomes = ", ".join(f"{o} {n}" for o, n in failed["outcome"].value_counts(sort=True).iter_rows())
+    if tally.calls and tally.failed / tally.calls > budget:
+        outcomes = ", ".join(f"{o} {n}" for o, n in tally.outcomes.most_common() if o != "ok")
+        reasons = [r for r, _ in tally.reasons.most_common(3)]
         raise BuildError(
-            f"{recipe.path}: judge.panel.max_parse_failure_rate: {failed.height} of {calls.height} {what} failed "
-            f"({outcomes}; > {budget:.0%}); items {examples}; reasons: {'; '.join(reasons)}"
+            f"{recipe.path}: judge.panel.max_parse_failure_rate: {tally.failed} of {tally.calls} {what} failed "
+            f"({outcomes}; > {budget:.0%}); items {', '.join(tally.failed_items)}; reasons: {'; '.join(map(str, reasons))}"
         )
 
 
@@ -165,20 +230,57 @@ def models(recipe: Recipe) -> list[str]:
     return list(panel.debate.referees.values()) if panel.debate else list(panel.models)
 
 
+def _inputs(data_dir: Path) -> Iterator[tuple[dict, dict[str, list[dict]]]]:
+    return by_item(data_dir, ITEM_COLUMNS, candidates=Input(CANDIDATES, CANDIDATE_COLUMNS), debates=DEBATES)
+
+
+async def _score(engine: Engine, recipe: Recipe, data_dir: Path, out: "ScoresWriter") -> None:
+    spec = JudgeSpec.of(recipe.judge.panel)
+    jobs = (
+        _item_rows(engine, recipe, spec, item_calls(recipe, item, rows["candidates"], rows["debates"]))
+        for item, rows in _inputs(data_dir)
+    )
+    async for rows in engine.stream(jobs, total=count_items(data_dir), desc="scores"):
+        out.write(rows)
+
+
+class BudgetedWriter(TableWriter):
+    """A table of judge calls' rows (`scores`, `matches`), written as its rows come, with the
+    failure budget checked over all its calls before it replaces the table (a stage over the budget
+    writes nothing). `count` adds some rows to the tally."""
+
+    def __init__(self, table: Table, recipe: Recipe, data_dir: Path, *, what: str,
+                 count: Callable[[Tally, list[dict]], None]):
+        super().__init__(table, data_dir)
+        self.recipe, self.what, self.count, self.tally = recipe, what, count, Tally()
+
+    def write(self, rows: list[dict]) -> None:
+        self.count(self.tally, rows)
+        super().write(rows)
+
+    def close(self) -> Path:
+        check_failure_budget(self.recipe, self.tally, self.what)
+        return super().close()
+
+
+class ScoresWriter(BudgetedWriter):
+    """The scores table: each judge's mean score by position is printed once it is written."""
+
+    def __init__(self, recipe: Recipe, data_dir: Path):
+        super().__init__(SCORES, recipe, data_dir, what="judge calls", count=Tally.add_scores)
+
+    def close(self) -> Path:
+        path = super().close()
+        for judge, means in sorted(self.tally.position_means().items()):
+            places = ", ".join(f"{chr(65 + i)} {m:.2f}" for i, m in enumerate(means))
+            print(f"{self.recipe.name}: scores: {judge}: mean score by position {places} (share of the scale)", file=sys.stderr)
+        return path
+
+
 def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
-    items = read_table(ITEMS, data_dir)
-    candidates = read_table(CANDIDATES, data_dir)
-    debates = read_table(DEBATES, data_dir)
     engine.prepare(models(recipe))
-    _write(recipe, data_dir, frame(SCORES, engine.run(_score(engine, recipe, items, candidates, debates))))
-
-
-def _write(recipe: Recipe, data_dir: Path, df: pl.DataFrame) -> None:
-    check_failure_budget(recipe, df.unique("call_id"))
-    write_table(SCORES, df, data_dir)
-    for judge, means in sorted(position_means(df).items()):
-        places = ", ".join(f"{chr(65 + i)} {m:.2f}" for i, m in enumerate(means))
-        print(f"{recipe.name}: scores: {judge}: mean score by position {places} (share of the scale)", file=sys.stderr)
+    with ScoresWriter(recipe, data_dir) as out:
+        engine.run(_score(engine, recipe, data_dir, out))
 
 
 # The Ray executor (builders.ray_executor): each task judges a block of items; the parts are
@@ -187,9 +289,18 @@ def _write(recipe: Recipe, data_dir: Path, df: pl.DataFrame) -> None:
 def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]) -> list[dict]:
     ids = [i["item_id"] for i in items]
     engine.prepare(models(recipe))
-    return engine.run(_score(engine, recipe, frame(ITEMS, items), read_rows_of(CANDIDATES, data_dir, ids),
-                             read_rows_of(DEBATES, data_dir, ids)))
+    candidates = read_rows_of(CANDIDATES, data_dir, ids).select(CANDIDATE_COLUMNS).rows_by_key("item_id", named=True, unique=False)
+    turns = read_rows_of(DEBATES, data_dir, ids).rows_by_key("item_id", named=True, unique=False)
+    spec = JudgeSpec.of(recipe.judge.panel)
+    jobs = [
+        _item_rows(engine, recipe, spec, item_calls(recipe, item, candidates.get(item["item_id"], []), turns.get(item["item_id"], [])))
+        for item in items
+    ]
+    per_item = engine.run(engine.gather(jobs, total=len(jobs), desc="scores"))
+    return [row for rows in per_item for row in rows]
 
 
 def commit(recipe: Recipe, data_dir: Path, parts: list[Path]) -> None:
-    _write(recipe, data_dir, read_parts(SCORES, parts))
+    with ScoresWriter(recipe, data_dir) as out:
+        for part in parts:
+            out.write(read_part(SCORES, part).to_dicts())

@@ -44,6 +44,10 @@ class Table:
     primary_key: tuple[str, ...]
     columns: tuple[Column, ...]
     order_by: tuple[str, ...] = ()  # how `write_table` sorts the rows (the primary key unless given)
+    # Rows are kept in the items' order (each item's rows together, the items as in the items table),
+    # as the stage that writes them gives them: later stages read such tables an item at a time
+    # (`builders.by_item`), so no stage needs a whole table in memory or a sort.
+    in_items_order: bool = False
 
     @property
     def schema(self) -> pl.Schema:
@@ -109,6 +113,7 @@ CANDIDATES = Table(
         Column("review_tokens_out", pl.Int64, "completion tokens of the reviewer calls on this response"),
         Column("review_cost_usd", pl.Float64, "cost of the reviewer calls on this response"),
     ),
+    in_items_order=True,
 )
 
 HUMAN_WINNERS = ("model_a", "model_b", "tie")
@@ -125,6 +130,7 @@ LABELS = Table(
         Column("model_b", pl.String, "who wrote the second answer"),
         Column("human_winner", pl.String, "the human label: `model_a`, `model_b` or `tie`"),
     ),
+    in_items_order=True,
 )
 
 DEBATES = Table(
@@ -144,6 +150,7 @@ DEBATES = Table(
         Column("message", pl.String, "what the referee said"),
         *_usage("the turn's call"),
     ),
+    in_items_order=True,
 )
 
 SCORES = Table(
@@ -174,6 +181,7 @@ SCORES = Table(
         Column("attempts", pl.Int64, "answers received: 1, or 2 when the judge was asked once more for the format"),
         *_usage("the judge call (all attempts)"),
     ),
+    in_items_order=True,
 )
 
 VERDICTS = Table(
@@ -196,6 +204,7 @@ VERDICTS = Table(
         Column("n_orders_agreeing", pl.Int64, "of those, orders whose own best candidate was the chosen one"),
         Column("status", pl.String, "`ok`, `tie_dropped`, `inconsistent`, `no_votes` or `too_few_scored`"),
     ),
+    in_items_order=True,
 )
 
 def _side(side: str) -> tuple[Column, ...]:
@@ -236,6 +245,7 @@ DPO = Table(
         *_side("rejected"),
         *_lineage(),
     ),
+    in_items_order=True,
 )
 
 KTO = Table(
@@ -295,6 +305,7 @@ DPO_FEEDBACK = Table(
         Column("reviewer", pl.String, "recipe name of the reviewer that wrote both reviews"),
         *_lineage(),
     ),
+    in_items_order=True,
 )
 
 KTO_FEEDBACK = Table(
@@ -389,6 +400,7 @@ PICKS = Table(
         Column("n_candidates", pl.Int64, "candidates the entry wrote for the prompt"),
         Column("how", pl.String, "`judge`: the judge's verdict chose it; `only`: the entry's single candidate"),
     ),
+    in_items_order=True,
 )
 
 MATCHES = Table(
@@ -414,6 +426,7 @@ MATCHES = Table(
         Column("attempts", pl.Int64, "answers received: 1, or 2 after a re-ask for the format"),
         *_usage("the judge call (all attempts)"),
     ),
+    in_items_order=True,
 )
 
 WIN_RATES = Table(
@@ -533,10 +546,12 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_table(table: Table, df: pl.DataFrame, data_dir: Path | str) -> Path:
-    """Check `df` and write it to `data_dir/<table>.parquet`, atomically, sorted by `order_by` (the
-    primary key unless the table names another order)."""
+    """Check `df` and write it to `data_dir/<table>.parquet`, atomically: in the order given for a
+    table kept in the items' order, else sorted by `order_by` (the primary key unless the table
+    names another order)."""
     check(table, df)
-    return replace_atomically(table.path(data_dir), df.sort(table.order_by or table.primary_key).write_parquet)
+    ordered = df if table.in_items_order else df.sort(table.order_by or table.primary_key)
+    return replace_atomically(table.path(data_dir), ordered.write_parquet)
 
 
 class TableWriter:
@@ -646,7 +661,7 @@ class TableWriter:
             raise error
 
 
-def _command(table: Table, path: Path) -> str:
+def rebuild_command(table: Table, path: Path) -> str:
     """The command that writes `path` again."""
     data_dir = path.parent
     if data_dir.parent.name == "compare":  # a compare entry's tables: data/<recipe>/compare/<entry>/
@@ -657,7 +672,7 @@ def _command(table: Table, path: Path) -> str:
 
 
 def _unreadable(table: Table, path: Path, e: BaseException) -> TableError:
-    return TableError(f"{path}: cannot read the {table.name} table ({first_line(e)}); rebuild it with `{_command(table, path)}`")
+    return TableError(f"{path}: cannot read the {table.name} table ({first_line(e)}); rebuild it with `{rebuild_command(table, path)}`")
 
 
 def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024,
@@ -668,14 +683,14 @@ def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = N
 
     path = tmp or table.path(data_dir)
     if not path.exists():
-        raise TableError(f"{path} does not exist: run `{_command(table, path)}` first")
+        raise TableError(f"{path} does not exist: run `{rebuild_command(table, path)}` first")
     try:
         schema = pl.read_parquet_schema(path)
         file = pq.ParquetFile(path)
     except Exception as e:  # polars, pyarrow and OS errors all mean: this file is damaged
         raise _unreadable(table, path, e) from None
     if dict(schema) != dict(table.schema):
-        raise TableError(f"{path}: does not match the {table.name} table's schema; rebuild it with `{_command(table, path)}`")
+        raise TableError(f"{path}: does not match the {table.name} table's schema; rebuild it with `{rebuild_command(table, path)}`")
 
     def rows():
         try:
@@ -692,7 +707,7 @@ def read_rows_of(table: Table, data_dir: Path | str, item_ids: list[str]) -> pl.
     reads only its block's rows of a table the whole stage depends on)."""
     path = table.path(data_dir)
     if not path.exists():
-        raise TableError(f"{path} does not exist: run `{_command(table, path)}` first")
+        raise TableError(f"{path} does not exist: run `{rebuild_command(table, path)}` first")
     try:
         df = pl.scan_parquet(path).filter(pl.col("item_id").is_in(item_ids)).collect()
     except Exception as e:
@@ -720,7 +735,7 @@ def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:
     """Read a table written by an earlier stage; a missing or damaged one names the command to run."""
     path = table.path(data_dir)
     if not path.exists():
-        raise TableError(f"{path} does not exist: run `{_command(table, path)}` first")
+        raise TableError(f"{path} does not exist: run `{rebuild_command(table, path)}` first")
     try:
         df = pl.read_parquet(path)
     except Exception as e:  # polars, pyarrow and OS errors all mean: this file is damaged
@@ -728,7 +743,7 @@ def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:
     try:
         check(table, df)
     except TableError as e:
-        raise TableError(f"{path}: {e}; rebuild it with `{_command(table, path)}`") from None
+        raise TableError(f"{path}: {e}; rebuild it with `{rebuild_command(table, path)}`") from None
     return df
 
 

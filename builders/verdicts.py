@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
-import polars as pl
-
+from builders.by_item import Input, by_item
 from builders.recipe import Judge, Recipe
-from builders.tables import CANDIDATES, SCORES, VERDICTS, frame, read_table, write_table
+from builders.tables import CANDIDATES, SCORES, TableWriter, VERDICTS
 
 READS = ("candidates", "scores")
 WRITES = ("verdicts",)
@@ -140,19 +139,21 @@ def _verdict(recipe: Recipe, item_id: str, candidates: list[dict], views: dict[s
     }
 
 
-def aggregate(recipe: Recipe, candidates: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+def item_verdict(recipe: Recipe, item_id: str, candidates: list[dict], scores: list[dict]) -> dict:
+    """The verdict of one item from its candidates and its score rows (each call's rows together)."""
     voters = recipe.judge.voters
-    ok = scores.filter(pl.col("outcome") == "ok", pl.col("judge").is_in(voters))
-    calls: dict[tuple[str, str], list[list[dict]]] = defaultdict(list)
-    for (_, item_id, judge), rows in ok.group_by("call_id", "item_id", "judge", maintain_order=True):
-        calls[(item_id, judge)].append(rows.select("candidate_id", "score").to_dicts())
-    rows = []
-    for (item_id,), group in candidates.group_by("item_id", maintain_order=True):
-        views = {judge: judge_view(calls[(item_id, judge)], recipe.judge) for judge in voters}
-        rows.append(_verdict(recipe, item_id, group.to_dicts(), views))
-    return frame(VERDICTS, rows)
+    calls: dict[str, dict[str, list[dict]]] = {judge: {} for judge in voters}
+    for row in scores:
+        if row["outcome"] == "ok" and row["judge"] in calls:
+            calls[row["judge"]].setdefault(row["call_id"], []).append({"candidate_id": row["candidate_id"], "score": row["score"]})
+    views = {judge: judge_view(list(calls[judge].values()), recipe.judge) for judge in voters}
+    return _verdict(recipe, item_id, candidates, views)
 
 
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
-    df = aggregate(recipe, read_table(CANDIDATES, data_dir), read_table(SCORES, data_dir))
-    write_table(VERDICTS, df, data_dir)
+    inputs = by_item(data_dir, ["item_id"], candidates=Input(CANDIDATES, ["candidate_id", "iteration"]),
+                     scores=Input(SCORES, ["call_id", "candidate_id", "judge", "score", "outcome"]))
+    with TableWriter(VERDICTS, data_dir) as out:
+        for item, rows in inputs:
+            if rows["candidates"]:
+                out.write([item_verdict(recipe, item["item_id"], rows["candidates"], rows["scores"])])

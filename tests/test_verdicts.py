@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
 from builders.loader import load_recipe
-from builders.verdicts import aggregate
+from builders.verdicts import item_verdict
 from conftest import tiny_recipe
 
 PANEL = ["judge", "writer", "reviewer"]
@@ -22,17 +21,14 @@ def _recipe(project, *, panel=("judge",), **judge):
 
 def _verdict(recipe, calls: list[tuple[str, dict[str, float | None]]], n: int = 3) -> dict:
     """The verdict for one item with candidates c1..cn (iteration k for ck) and the given judge calls."""
-    candidates = pl.DataFrame({"candidate_id": [f"c{k}" for k in range(1, n + 1)], "item_id": ["q"] * n,
-                               "iteration": list(range(1, n + 1))})
+    candidates = [{"candidate_id": f"c{k}", "iteration": k} for k in range(1, n + 1)]
     rows = [
-        {"call_id": f"call{i}", "item_id": "q", "judge": judge, "candidate_id": cid, "score": score,
+        {"call_id": f"call{i}", "judge": judge, "candidate_id": cid, "score": score,
          "outcome": "ok" if score is not None else "unparseable"}
         for i, (judge, scores) in enumerate(calls)
         for cid, score in scores.items()
     ]
-    schema = {"call_id": pl.String, "item_id": pl.String, "judge": pl.String, "candidate_id": pl.String,
-              "score": pl.Float64, "outcome": pl.String}
-    return aggregate(recipe, candidates, pl.DataFrame(rows, schema=schema)).row(0, named=True)
+    return item_verdict(recipe, "q", candidates, rows)
 
 
 def test_best_mean_score_is_chosen_and_failed_calls_count_for_nothing(project):
