@@ -30,11 +30,13 @@ server's process. Every run must write N rows equal, apart from `latency_s`, to 
 
 kills: whole commands, `fellowship build bench --stage candidates --executor ray --address ADDR
 --no-progress` (the items stage built before, untimed), against a server answering after `--delay`:
-an uninterrupted build; a build whose Ray worker (the pid in a task's cache part name) is sent
-SIGKILL once the server has answered `--kill-at` of the calls; a build whose driver is sent SIGKILL
-at the same point, then the same command again. Each final table is compared with a local build's
-(rows lost, texts different); the server counts the requests it received, the answers it sent, and
-the answers it sent twice for the same body (`completed_repeats`).
+an uninterrupted build; a build whose Ray worker is sent SIGKILL once the server has answered
+`--kill-at` of the calls (a worker of this cluster running one of the stage's tasks, as its process
+title `ray::_answer_block` says, the one whose cache parts hold the most answers); a build whose
+driver is sent SIGKILL at the same point, then the same command again. Each final table is compared
+with a local build's (rows lost, texts different); the server counts the requests it received, the
+answers it sent, and the answers it sent twice for the same body (`completed_repeats`); the build's
+usage line gives the calls taken from the cache.
 
 plan: a recipe of the paper's shape (feedback loop, 3 iterations, one reviewer; combined judge with
 every rotation) over a synthetic source of `--prompts` prompts, on hosted models, every LLM stage
@@ -87,6 +89,7 @@ OBJECT_STORE_MB = 256  # the cluster's shared-memory object store (Ray's default
 SAMPLE_S = 0.25  # between CPU samples of the cluster's processes
 MEASURED = ("latency_s",)  # measured by each build: the only column two builds of one recipe may differ in
 PART_GLOB = "parts/bench/candidates/*.sqlite"  # a task's cache part: <block>-<pid>-<random>.sqlite
+TASK_TITLE = f"ray::{ray_executor._answer_block.__name__}"  # a Ray worker's process title while it runs a task
 
 
 # --- the cluster ----------------------------------------------------------------------------------
@@ -389,18 +392,39 @@ def print_throughput(case: dict) -> None:
 
 
 def stored(cache: Path, pid: int | None = None) -> int:
-    """Answers stored in the tasks' cache parts (of one worker's pid, or all)."""
+    """Answers stored in the tasks' cache parts (of one worker's pid, or all). A part is read as the
+    executor reads it, read-write: SQLite then rolls back a commit a killed writer left half done,
+    where a read-only connection fails ("attempt to write a readonly database") and the part's
+    answers would not be counted."""
     total = 0
     for part in cache.glob(PART_GLOB):
         if pid is not None and int(part.name.split("-")[1]) != pid:
             continue
-        with contextlib.suppress(sqlite3.Error), sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+        try:
+            db = sqlite3.connect(f"file:{part}?mode=rw", uri=True, timeout=30)  # rw: never creates a file
+        except sqlite3.Error:  # merged away meanwhile
+            continue
+        try:
             total += db.execute("select count(*) from responses").fetchone()[0]
+        except sqlite3.Error:  # a part whose table is not created yet, or merged away meanwhile
+            pass
+        finally:
+            db.close()
     return total
 
 
-def part_pids(cache: Path) -> list[int]:
-    return sorted({int(p.name.split("-")[1]) for p in cache.glob(PART_GLOB)})
+def task_workers(temp_dir: str) -> list[int]:
+    """The pids of this cluster's worker processes running one of the stage's tasks: Ray sets a
+    worker's process title to `ray::<function>` while it runs a task, `ray::IDLE` between tasks
+    (`ray.util.state.list_tasks` is served over the dashboard's HTTP server, which the cluster does
+    not start)."""
+    found = []
+    for pid, p in cluster_processes(temp_dir).items():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            cmdline = p.cmdline()
+            if cmdline and cmdline[0].strip() == TASK_TITLE:
+                found.append(pid)
+    return sorted(found)
 
 
 def fellowship(recipe: Path, folder: Path, address: str) -> tuple[list[str], dict]:
@@ -418,7 +442,7 @@ def wait_for(condition, timeout: float = 600) -> None:
 
 
 def kill_case(kind: str, n: int, c: int, *, delay: float, kill_at: float, source: Path, prompts: int,
-              address: str, reference: pl.DataFrame, work: Path, r: int) -> dict:
+              address: str, temp_dir: str, reference: pl.DataFrame, work: Path, r: int) -> dict:
     """One build of `kind` (none, worker, driver) with its own server, folder and cold cache."""
     folder = work / f"kill-{kind}-{r}"
     with bench.FakeServer(delay=delay) as server:
@@ -433,8 +457,10 @@ def kill_case(kind: str, n: int, c: int, *, delay: float, kill_at: float, source
             wait_for(lambda: server.stats()["completed"] >= kill_at * n)
             at = server.stats()
             if kind == "worker":
-                victim = max(part_pids(cache), key=lambda pid: stored(cache, pid))
+                wait_for(lambda: task_workers(temp_dir))
+                victim = max(task_workers(temp_dir), key=lambda pid: stored(cache, pid))
                 out["victim_stored"] = stored(cache, victim)
+                out["task_workers_at_kill"] = len(task_workers(temp_dir))
                 os.kill(victim, signal.SIGKILL)  # a Ray worker running one of this build's tasks
             else:
                 process.send_signal(signal.SIGKILL)
@@ -480,11 +506,11 @@ def kills(n: int, c: int, *, delay: float, kill_at: float, repeats: int, work: P
         reference = bench.run_fellowship(recipe, folder)["table"]
     runs: dict[str, list[dict]] = {"none": [], "worker": [], "driver": []}
     load = []
-    with local_cluster() as (address, _):
+    with local_cluster() as (address, temp_dir):
         for r in range(repeats):
             for kind in (("none", "worker", "driver") if r % 2 == 0 else ("driver", "worker", "none")):
                 runs[kind].append(kill_case(kind, n, c, delay=delay, kill_at=kill_at, source=source, prompts=len(prompts),
-                                            address=address, reference=reference, work=work, r=r))
+                                            address=address, temp_dir=temp_dir, reference=reference, work=work, r=r))
                 load.append(os.getloadavg()[0])
     base = statistics.median(x["wall_s"] for x in runs["none"] if "error" not in x)
     for kind in ("worker", "driver"):
@@ -504,14 +530,15 @@ def print_kills(case: dict) -> None:
         for x in xs:
             rows.append([kind, f"{x['wall_s']:.2f}", f"{x.get('extra_wall_s', 0):+.2f}" if kind != "none" else "",
                          x.get("at_kill_completed", ""), x.get("at_kill_in_flight", ""), x.get("stored_at_kill", ""),
-                         x["requests"], x["requests_beyond_unique"], x["completed_repeats"], x["rows"], x["rows_lost"],
+                         x["requests"], x["requests_beyond_unique"], x["completed_repeats"],
+                         (x.get("usage") or {}).get("cached", ""), x["rows"], x["rows_lost"],
                          x["texts_different"], "yes" if x["equal_to_local"] else f"NO ({x['error']})" if "error" in x else "NO"])
     bench.print_table(
         f"Kills: N={case['n']} calls, C={case['c']}, server delay {case['delay_s']:g}s (ideal {case['ideal_s']:.1f}s), "
         f"killed at {case['kill_at']:.0%} of the answers; uninterrupted median {case['uninterrupted_median_s']:.2f}s; "
         f"load average (1 min) {case['load_average_1m']['min']}-{case['load_average_1m']['max']}",
         ["kill", "wall s", "extra s", "answered at kill", "in flight at kill", "stored at kill", "requests",
-         "beyond unique", "answered twice", "rows", "lost", "texts differ", "table = local's"], rows)
+         "beyond unique", "answered twice", "taken from the cache", "rows", "lost", "texts differ", "table = local's"], rows)
 
 
 # --- the paper-scale plan -------------------------------------------------------------------------

@@ -37,6 +37,11 @@ def main() -> None:
     parser.add_argument("--object-store-mb", type=int, default=128, help="each node's object store")
     args = parser.parse_args()
     os.environ.update(ENV)
+    # Ray's Cluster writes the head's address to <RAY_TMPDIR or /tmp>/ray/ray_current_cluster, which
+    # fails where that folder does not exist, and elsewhere points a bare `ray.init()` of any process
+    # on the machine at this cluster: it goes into the cluster's own temp dir instead
+    os.environ["RAY_TMPDIR"] = args.temp_dir
+    os.makedirs(os.path.join(args.temp_dir, "ray"), exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     from ray.cluster_utils import Cluster
