@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builders.errors import TableError
-from builders.tables import ITEMS, Table, rebuild_command, scan_table
+from builders.tables import ITEMS, Table, read_rows_of, rebuild_command, scan_table
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,9 @@ def by_item(data_dir: Path, item_columns: list[str] | None = None, **inputs: Inp
         yield item, {name: walk.take(item["item_id"]) for name, walk in walks.items()}
     for walk in walks.values():
         walk.check_done()
+
+
+def rows_of_items(table: Table, data_dir: Path, item_ids: list[str], columns: list[str] | None = None) -> dict[str, list[dict]]:
+    """item -> its rows of `table`, for a block of items (a Ray task's, which reads only its own)."""
+    df = read_rows_of(table, data_dir, item_ids)
+    return df.select(columns or df.columns).rows_by_key("item_id", named=True, unique=False, include_key=True)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builders.by_item import Input, by_item, count_items
+from builders.by_item import Input, by_item, count_items, rows_of_items
 from builders.judging import DEBATE, debate_messages
 from builders.llm.engine import Engine
 from builders.prompts import render
 from builders.recipe import Recipe
 from builders.scores import CANDIDATE_COLUMNS, ITEM_COLUMNS, every, judged
 from builders.strategies import presentation_orders
-from builders.tables import CANDIDATES, DEBATES, TableWriter, content_id, read_part, read_rows_of
+from builders.tables import CANDIDATES, DEBATES, TableWriter, content_id, read_part
 
 READS = ("items", "candidates")
 WRITES = ("debates",)
@@ -89,7 +89,7 @@ def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]
         return []
     engine.prepare(models(recipe))
     ids = [i["item_id"] for i in items]
-    candidates = read_rows_of(CANDIDATES, data_dir, ids).select(CANDIDATE_COLUMNS).rows_by_key("item_id", named=True, unique=False)
+    candidates = rows_of_items(CANDIDATES, data_dir, ids, CANDIDATE_COLUMNS)
     jobs = [_item_turns(engine, recipe, item, candidates.get(item["item_id"], [])) for item in items]
     per_item = engine.run(engine.gather(jobs, total=len(jobs), desc="debates"))
     return [turn for turns in per_item for turn in turns]

@@ -27,13 +27,13 @@ from typing import TypeVar
 
 import polars as pl
 
-from builders.by_item import Input, by_item, count_items
+from builders.by_item import Input, by_item, count_items, rows_of_items
 from builders.errors import BuildError
 from builders.judging import ask, debate_messages, final_instruction, messages
 from builders.llm.engine import Engine
 from builders.recipe import Recipe
 from builders.strategies import JudgeSpec, presentation_orders
-from builders.tables import CANDIDATES, DEBATES, SCORES, Table, TableWriter, content_id, read_part, read_rows_of
+from builders.tables import CANDIDATES, DEBATES, SCORES, Table, TableWriter, content_id, read_part
 
 T = TypeVar("T")
 
@@ -289,8 +289,8 @@ def build(recipe: Recipe, data_dir: Path, *, engine: Engine) -> None:
 def block_rows(recipe: Recipe, data_dir: Path, engine: Engine, items: list[dict]) -> list[dict]:
     ids = [i["item_id"] for i in items]
     engine.prepare(models(recipe))
-    candidates = read_rows_of(CANDIDATES, data_dir, ids).select(CANDIDATE_COLUMNS).rows_by_key("item_id", named=True, unique=False)
-    turns = read_rows_of(DEBATES, data_dir, ids).rows_by_key("item_id", named=True, unique=False)
+    candidates = rows_of_items(CANDIDATES, data_dir, ids, CANDIDATE_COLUMNS)
+    turns = rows_of_items(DEBATES, data_dir, ids)
     spec = JudgeSpec.of(recipe.judge.panel)
     jobs = [
         _item_rows(engine, recipe, spec, item_calls(recipe, item, candidates.get(item["item_id"], []), turns.get(item["item_id"], [])))

@@ -290,6 +290,22 @@ def test_kto_interleaving_alternates_labels_and_prompts_under_a_seed():
     assert [r["example_id"] for r in interleave(rows, seed=1)] != [r["example_id"] for r in out]
 
 
+def test_kto_rows_streamed_are_interleaved_a_window_at_a_time():
+    """A stream of KTO rows (in the items' order) is interleaved a window at a time: within a window
+    exactly as `interleave` orders a whole table, and positions count over the whole stream."""
+    from builders.preferences import interleave, interleaved
+
+    rows = [{"example_id": f"{item}{k}", "item_id": item, "label": k == 0} for item in "abcdefgh" for k in range(3)]
+    assert list(interleaved(rows, seed=0, window=len(rows))) == interleave(rows, seed=0)
+    out = list(interleaved(rows, seed=0, window=12))
+    assert [r["position"] for r in out] == list(range(24))
+    for window in (out[:12], out[12:]):  # 4 prompts each: their desirable and undesirable rows alternate
+        labels = [r["label"] for r in window]
+        assert labels[:8] == [True, False] * 4 and not any(labels[8:])
+        assert {r["item_id"] for r in window} in ({*"abcd"}, {*"efgh"})
+    assert list(interleaved(iter(rows), seed=0, window=12)) == out
+
+
 def test_kto_table_is_written_in_its_interleaved_order(project):
     from builders.stages import STAGES, run_stage
 
