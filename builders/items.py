@@ -10,13 +10,16 @@ imported candidates carry theirs)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import polars as pl
 
 from builders.conversation import conversation
 from builders.errors import RecipeError
 from builders.recipe import Recipe
-from builders.sources import column, read_source
-from builders.tables import ITEMS, content_id, frame, write_table
+from builders.sources import column, open_source
+from builders.tables import ITEMS, TableWriter, content_id
 
 READS: tuple[str, ...] = ()
 WRITES = ("items",)
@@ -50,15 +53,49 @@ def _reference(recipe: Recipe, value: object, row: int) -> str | None:
     return value
 
 
-def build(recipe: Recipe, data_dir: Path, **_) -> None:
+class Seen:
+    """The keys seen so far, in about 8 bytes each (a 64-bit hash): the recent ones in a set, merged
+    now and then into one sorted array, so a million prompts take about 8 MB."""
+
+    MERGE = 1 << 16
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._np = np
+        self._sorted = np.empty(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+
+    def add(self, key: str) -> bool:
+        """Remember `key`; False when it was seen before."""
+        d = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        if d in self._recent:
+            return False
+        i = int(self._np.searchsorted(self._sorted, d))
+        if i < self._sorted.size and int(self._sorted[i]) == d:
+            return False
+        self._recent.add(d)
+        if len(self._recent) >= self.MERGE:
+            recent = self._np.fromiter(self._recent, dtype=self._np.uint64, count=len(self._recent))
+            self._sorted = self._np.union1d(self._sorted, recent)
+            self._recent = set()
+        return True
+
+
+def _sampled_rows(recipe: Recipe, height: int) -> set[int] | None:
+    """The source rows `source.sample` keeps (polars' sample of the row numbers under the seed), or None for all."""
     s = recipe.source
-    df = read_source(recipe).with_row_index("source_row")
-    if s.sample is not None and s.sample < df.height:
-        df = df.sample(n=s.sample, seed=s.seed, shuffle=False).sort("source_row")
+    if s.sample is None or s.sample >= height:
+        return None
+    return set(pl.int_range(height, eager=True, dtype=pl.Int64).sample(n=s.sample, seed=s.seed, shuffle=False).to_list())
+
+
+def _item_rows(recipe: Recipe, batch: pl.DataFrame, seen: Seen) -> list[dict]:
+    s = recipe.source
     own_reference = s.reference_column is not None and s.reference_column != s.prompt_column
-    references = column(df, s.reference_column).to_list() if own_reference else None
-    rows, seen = [], set()
-    for k, row in enumerate(df.iter_rows(named=True)):
+    references = column(batch, s.reference_column).to_list() if own_reference else None
+    rows = []
+    for k, row in enumerate(batch.iter_rows(named=True)):
         prompt, messages, reference = _prompt(recipe, row)
         if own_reference:
             reference = _reference(recipe, references[k], row["source_row"])
@@ -67,14 +104,13 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
             raise RecipeError(f"{recipe.path}: source row {row['source_row']} of {s.where()}: no id in column '{s.id_column}'")
         single = messages is not None and len(messages) == 1
         item_id = str(source_id) if s.labelled else content_id(prompt) if single else content_id(messages)
-        if item_id in seen:
+        if not seen.add(item_id):
             if s.labelled:
                 raise RecipeError(
                     f"{recipe.path}: source row {row['source_row']} of {s.where()}: "
                     f"id '{item_id}' in column '{s.id_column}' is used by an earlier row"
                 )
             continue
-        seen.add(item_id)
         rows.append({
             "item_id": item_id,
             "prompt": prompt,
@@ -83,4 +119,15 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
             "source_row": row["source_row"],
             "source_id": None if source_id is None else str(source_id),
         })
-    write_table(ITEMS, frame(ITEMS, rows), data_dir)
+    return rows
+
+
+def build(recipe: Recipe, data_dir: Path, **_) -> None:
+    """The items, a batch of source rows at a time (`open_source`), in the source's order."""
+    height, batches = open_source(recipe)
+    sampled, seen = _sampled_rows(recipe, height), Seen()
+    with TableWriter(ITEMS, data_dir) as out:
+        for batch in batches:
+            if sampled is not None:
+                batch = batch.filter(pl.col("source_row").is_in(sampled))
+            out.write(_item_rows(recipe, batch, seen))

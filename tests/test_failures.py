@@ -78,7 +78,10 @@ def test_a_damaged_gate_file_names_the_command_that_rewrites_it(tmp_path):
 
 
 def test_a_full_disk_while_writing_a_table_is_one_line_and_leaves_nothing(project, tmp_path, monkeypatch, capsys):
-    """The write fails as polars reports ENOSPC, after part of the file went out."""
+    """The write fails as polars (a whole table) or pyarrow (a table written as its rows come)
+    reports ENOSPC, after part of the file went out."""
+    import pyarrow.parquet as pq
+
     from builders.cli import main
 
     def full_disk(self, file, *args, **kwargs):
@@ -87,9 +90,15 @@ def test_a_full_disk_while_writing_a_table_is_one_line_and_leaves_nothing(projec
         raise pl.exceptions.ComputeError("parquet: File out of specification: underlying IO error: "
                                          "No space left on device (os error 28)")
 
+    def full_disk_in_pyarrow(self, *args, **kwargs):
+        with open(self.where, "ab") as out:
+            out.write(b"half a row group")
+        raise OSError(28, "No space left on device")
+
     tiny_recipe(project)
     monkeypatch.chdir(project)
     monkeypatch.setattr(pl.DataFrame, "write_parquet", full_disk)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk_in_pyarrow)
     monkeypatch.setattr(sys, "argv", ["fellowship", "build", "tiny", "--no-progress"])
     with pytest.raises(SystemExit) as exit_:
         main()

@@ -89,3 +89,27 @@ def test_a_streamed_table_is_written_whole_or_not_at_all(tmp_path):
         out.write([row | {"item_id": f"i{k}", "source_row": k} for k in range(2500)])
     import polars as pl
     assert pl.read_parquet(tmp_path / "items.parquet")["source_row"].to_list() == list(range(2500))
+
+
+def test_a_large_source_is_read_a_batch_at_a_time_with_the_same_items(project, monkeypatch):
+    """Parquet is read a batch at a time (a small batch here, so that repeats fall in other batches,
+    and a small merge, so that the remembered prompts go through the sorted array): the items are
+    those of reading it whole, in the source's order, a sample included."""
+    from builders import items as items_stage
+    from builders import sources
+
+    monkeypatch.setattr(sources, "BATCH_ROWS", 7)
+    monkeypatch.setattr(items_stage.Seen, "MERGE", 5)
+    prompts = [f"Question {i % 40}?" for i in range(100)]  # 40 distinct, each repeated in later batches
+    pl.DataFrame({"id": [f"p{i}" for i in range(100)], "text": prompts}).write_parquet(
+        project / "recipes" / "sources" / "big.parquet", row_group_size=16)
+    items = _build_items(project, "source:\n  path: sources/big.parquet\n  prompt_column: text\n  id_column: id\n")
+    assert items["source_row"].to_list() == list(range(40))  # the first of each prompt, in order
+    assert items["prompt"].to_list() == [f"Question {i}?" for i in range(40)]
+
+    whole = pl.DataFrame({"text": prompts}).with_row_index("source_row").sample(n=30, seed=3, shuffle=False)
+    first_rows = whole.sort("source_row").unique("text", keep="first", maintain_order=True)["source_row"].to_list()
+    sampled = _build_items(project, "source:\n  path: sources/big.parquet\n  prompt_column: text\n  id_column: id\n"
+                           "  sample: 30\n  seed: 3\n")
+    assert sampled["source_row"].to_list() == first_rows
+
