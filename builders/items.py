@@ -10,13 +10,13 @@ imported candidates carry theirs)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import polars as pl
 
 from builders.conversation import conversation
 from builders.errors import RecipeError
+from builders.key_set import KeySet
 from builders.recipe import Recipe
 from builders.sources import column, open_source
 from builders.tables import ITEMS, TableWriter, content_id
@@ -53,35 +53,6 @@ def _reference(recipe: Recipe, value: object, row: int) -> str | None:
     return value
 
 
-class Seen:
-    """The keys seen so far, in about 8 bytes each (a 64-bit hash): the recent ones in a set, merged
-    now and then into one sorted array, so a million prompts take about 8 MB."""
-
-    MERGE = 1 << 16
-
-    def __init__(self) -> None:
-        import numpy as np
-
-        self._np = np
-        self._sorted = np.empty(0, dtype=np.uint64)
-        self._recent: set[int] = set()
-
-    def add(self, key: str) -> bool:
-        """Remember `key`; False when it was seen before."""
-        d = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
-        if d in self._recent:
-            return False
-        i = int(self._np.searchsorted(self._sorted, d))
-        if i < self._sorted.size and int(self._sorted[i]) == d:
-            return False
-        self._recent.add(d)
-        if len(self._recent) >= self.MERGE:
-            recent = self._np.fromiter(self._recent, dtype=self._np.uint64, count=len(self._recent))
-            self._sorted = self._np.union1d(self._sorted, recent)
-            self._recent = set()
-        return True
-
-
 def _sampled_rows(recipe: Recipe, height: int) -> set[int] | None:
     """The source rows `source.sample` keeps (polars' sample of the row numbers under the seed), or None for all."""
     s = recipe.source
@@ -90,7 +61,7 @@ def _sampled_rows(recipe: Recipe, height: int) -> set[int] | None:
     return set(pl.int_range(height, eager=True, dtype=pl.Int64).sample(n=s.sample, seed=s.seed, shuffle=False).to_list())
 
 
-def _item_rows(recipe: Recipe, batch: pl.DataFrame, seen: Seen) -> list[dict]:
+def _item_rows(recipe: Recipe, batch: pl.DataFrame, seen: KeySet) -> list[dict]:
     s = recipe.source
     own_reference = s.reference_column is not None and s.reference_column != s.prompt_column
     references = column(batch, s.reference_column).to_list() if own_reference else None
@@ -125,7 +96,7 @@ def _item_rows(recipe: Recipe, batch: pl.DataFrame, seen: Seen) -> list[dict]:
 def build(recipe: Recipe, data_dir: Path, **_) -> None:
     """The items, a batch of source rows at a time (`open_source`), in the source's order."""
     height, batches = open_source(recipe)
-    sampled, seen = _sampled_rows(recipe, height), Seen()
+    sampled, seen = _sampled_rows(recipe, height), KeySet()
     with TableWriter(ITEMS, data_dir) as out:
         for batch in batches:
             if sampled is not None:

@@ -55,7 +55,7 @@ from builders.errors import BuildError
 from builders.llm.cache import PARTS, ResponseCache
 from builders.llm.engine import Engine, Usage
 from builders.recipe import RAY_STAGES, Recipe
-from builders.tables import ITEMS, scan_table
+from builders.tables import ITEMS, open_parquet, scan_table
 
 log = logging.getLogger(__name__)
 MAX_BLOCK_ITEMS = 2000  # items a task answers at once (a retried task redoes at most this many, from the cache)
@@ -201,9 +201,8 @@ def _block_items(items_path: str, start: int, stop: int) -> list[dict]:
     """Rows `start` to `stop` of the items table, read from the row groups that hold them (not the
     whole file)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    file = pq.ParquetFile(items_path)
+    file = open_parquet(items_path)
     groups, first, offset = [], None, 0
     for g in range(file.metadata.num_row_groups):
         rows = file.metadata.row_group(g).num_rows

@@ -9,6 +9,7 @@ import polars as pl
 
 from builders.errors import RecipeError, first_line
 from builders.recipe import Recipe
+from builders.tables import open_parquet
 
 SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
 
@@ -174,10 +175,8 @@ def _parquet_files(recipe: Recipe) -> list[Path] | None:
 
 
 def _parquet_batches(files: list[Path]) -> tuple[int, Iterator[pl.DataFrame]]:
-    import pyarrow.parquet as pq
-
     try:
-        opened = [(p, pq.ParquetFile(p)) for p in files]
+        opened = [(p, open_parquet(p)) for p in files]
         schemas = {str(f.schema_arrow) for _, f in opened}
     except Exception as e:  # pyarrow and OS errors all mean: this file cannot be read
         raise RecipeError(f"source.path: cannot read {files[0] if len(files) == 1 else files[0].parent}: {first_line(e)}") from None

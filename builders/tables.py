@@ -46,7 +46,8 @@ class Table:
     order_by: tuple[str, ...] = ()  # how `write_table` sorts the rows (the primary key unless given)
     # Rows are kept in the items' order (each item's rows together, the items as in the items table),
     # as the stage that writes them gives them: later stages read such tables an item at a time
-    # (`builders.by_item`), so no stage needs a whole table in memory or a sort.
+    # (`builders.by_item`), so no stage needs a whole table in memory or a sort. Such a table's
+    # primary key is made from its item (a content id over the item's id or its candidates' ids).
     in_items_order: bool = False
 
     @property
@@ -558,8 +559,11 @@ class TableWriter:
     """Write a table as its rows come, in memory that does not grow with the table: rows become
     columns 1,000 at a time and go to a hidden file a row group (about 4 MB) at a time, in the
     order given (a stage gives them in its items' order, so the file is the same from one build to
-    the next); `close` checks the primary key and replaces the table atomically. Only a 64-bit hash
-    of each key is kept, in one flat array (no object per row). Leaving the `with` block on an error
+    the next); `close` replaces the table atomically. A repeated primary key is refused as its row
+    comes. The keys are remembered as 64-bit hashes (`KeySet`, 8 bytes a row); in a table kept in
+    the items' order only the item ids are (8 bytes an item), with each item's own keys while its
+    rows come: such a table's keys are made from their item, so two items never share one, and the
+    writer checks that each item's rows come together. Leaving the `with` block on an error
     removes the hidden file, so a failed stage never leaves half a table; a killed one may leave its
     hidden file (`.<table>.parquet.tmp-<pid>-<random>`), which no other writer touches: another build
     of the same table may be writing its own beside it."""
@@ -568,7 +572,7 @@ class TableWriter:
     ROW_GROUP_BYTES = 4 << 20  # columns held before they go out as one Parquet row group
 
     def __init__(self, table: Table, data_dir: Path | str):
-        from array import array
+        from builders.key_set import KeySet
 
         self.table = table
         self.path = table.path(data_dir)
@@ -577,16 +581,30 @@ class TableWriter:
         self._rows: list[dict] = []
         self._chunks: list = []  # pyarrow tables of the row group being gathered
         self._chunk_bytes = 0
-        self._digests = array("Q")
+        self._keys = KeySet()  # every key; in items order: every item id
+        self._item: object = None  # in items order: the item whose rows are coming, and their keys
+        self._item_keys: set[tuple] = set()
         self._writer = None
         self.rows = 0
 
-    def _digest(self, row: dict) -> int:
-        key = repr(tuple(row[k] for k in self.table.primary_key))
-        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    def _check_key(self, row: dict) -> None:
+        key = tuple(row[k] for k in self.table.primary_key)
+        if self.table.in_items_order:
+            if row["item_id"] != self._item:
+                if not self._keys.add(row["item_id"]):
+                    raise TableError(f"table {self.table.name}: the rows of item {row['item_id']} do not come together "
+                                     "(the table is kept in the items' order)")
+                self._item, self._item_keys = row["item_id"], set()
+            new = key not in self._item_keys
+            self._item_keys.add(key)
+        else:
+            new = self._keys.add(key)
+        if not new:
+            raise TableError(f"table {self.table.name}: duplicate primary key {dict(zip(self.table.primary_key, key))}")
 
     def write(self, rows: list[dict]) -> None:
-        self._digests.extend(self._digest(row) for row in rows)
+        for row in rows:
+            self._check_key(row)
         self._rows.extend(rows)
         if len(self._rows) >= self.CHUNK_ROWS:
             self._to_columns()
@@ -616,24 +634,12 @@ class TableWriter:
         del group
         release_free_memory()  # what the group freed, so memory stays flat in the rows
 
-    def _check_keys(self) -> None:
-        import numpy as np
-
-        digests = np.sort(np.frombuffer(self._digests, dtype=np.uint64))
-        repeated = digests[1:][digests[1:] == digests[:-1]]
-        if repeated.size:  # find the key again, in the rows written
-            for row in scan_table(self.table, self._tmp.parent, tmp=self._tmp)[1]:
-                if self._digest(row) == int(repeated[0]):
-                    key = {k: row[k] for k in self.table.primary_key}
-                    raise TableError(f"table {self.table.name}: duplicate primary key {key}")
-
     def close(self) -> Path:
         if self._rows:
             self._to_columns()
         if self._chunks or self._writer is None:
             self._write_group()
         self._writer.close()
-        self._check_keys()
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -675,18 +681,27 @@ def _unreadable(table: Table, path: Path, e: BaseException) -> TableError:
     return TableError(f"{path}: cannot read the {table.name} table ({first_line(e)}); rebuild it with `{rebuild_command(table, path)}`")
 
 
-def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024,
-               *, tmp: Path | None = None):
-    """(number of rows, an iterator over its rows as dicts) of a table (or of the hidden file `tmp`
-    a TableWriter is writing), read a batch at a time."""
+def open_parquet(path: Path):
+    """A Parquet file to read a batch at a time, in memory that does not grow with the file: without
+    pyarrow's default `pre_buffer`, which keeps every range it has read until the file is closed
+    (RSS then grows with the rows read: 102 to 158 MB over a million prompts, against 78 to 86 MB
+    read through a 1 MB buffer; benchmarks/README.md)."""
     import pyarrow.parquet as pq
 
-    path = tmp or table.path(data_dir)
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+
+
+READ_BUFFER_BYTES = 1 << 20
+
+
+def scan_table(table: Table, data_dir: Path | str, columns: list[str] | None = None, batch_rows: int = 1024):
+    """(number of rows, an iterator over its rows as dicts) of a table, read a batch at a time."""
+    path = table.path(data_dir)
     if not path.exists():
         raise TableError(f"{path} does not exist: run `{rebuild_command(table, path)}` first")
     try:
         schema = pl.read_parquet_schema(path)
-        file = pq.ParquetFile(path)
+        file = open_parquet(path)
     except Exception as e:  # polars, pyarrow and OS errors all mean: this file is damaged
         raise _unreadable(table, path, e) from None
     if dict(schema) != dict(table.schema):

@@ -52,3 +52,16 @@ def test_rows_of_an_item_the_items_table_lacks_are_refused(data_dir):
     write_table(CANDIDATES, frame(CANDIDATES, [_candidate("zz", 1), _candidate("gone", 1)]), data_dir)
     with pytest.raises(TableError, match="the rows of item gone are not in the items' order"):
         list(by_item(data_dir, candidates=CANDIDATES))
+
+
+def test_a_writer_in_items_order_refuses_an_items_rows_apart_and_a_repeated_key(tmp_path):
+    from builders.tables import TableWriter
+
+    with pytest.raises(TableError, match=r"table candidates: the rows of item zz do not come together"):
+        with TableWriter(CANDIDATES, tmp_path) as out:
+            out.write([_candidate("zz", 1), _candidate("aa", 1)])
+            out.write([_candidate("zz", 2)])
+    with pytest.raises(TableError, match=r"table candidates: duplicate primary key \{'candidate_id': 'aa-1'\}"):
+        with TableWriter(CANDIDATES, tmp_path) as out:
+            out.write([_candidate("aa", 1), _candidate("aa", 2), _candidate("aa", 1)])
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even half

@@ -95,11 +95,11 @@ def test_a_large_source_is_read_a_batch_at_a_time_with_the_same_items(project, m
     """Parquet is read a batch at a time (a small batch here, so that repeats fall in other batches,
     and a small merge, so that the remembered prompts go through the sorted array): the items are
     those of reading it whole, in the source's order, a sample included."""
-    from builders import items as items_stage
     from builders import sources
+    from builders.key_set import KeySet
 
     monkeypatch.setattr(sources, "BATCH_ROWS", 7)
-    monkeypatch.setattr(items_stage.Seen, "MERGE", 5)
+    monkeypatch.setattr(KeySet, "MERGE", 5)
     prompts = [f"Question {i % 40}?" for i in range(100)]  # 40 distinct, each repeated in later batches
     pl.DataFrame({"id": [f"p{i}" for i in range(100)], "text": prompts}).write_parquet(
         project / "recipes" / "sources" / "big.parquet", row_group_size=16)
