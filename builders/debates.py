@@ -12,10 +12,10 @@ from pathlib import Path
 
 from builders.by_item import Input, by_item, count_items, rows_of_items
 from builders.judging import DEBATE, debate_messages
-from builders.llm.engine import Engine
+from builders.llm.engine import Engine, every
 from builders.prompts import render
 from builders.recipe import Recipe
-from builders.scores import CANDIDATE_COLUMNS, ITEM_COLUMNS, every, judged
+from builders.scores import CANDIDATE_COLUMNS, ITEM_COLUMNS, judged
 from builders.strategies import presentation_orders
 from builders.tables import CANDIDATES, DEBATES, TableWriter, content_id, read_part
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from builders.by_item import Input, by_item, count_items
 from builders.judging import ask, messages
-from builders.llm.engine import Engine
+from builders.failure_budget import BudgetedWriter, Tally
+from builders.llm.engine import Engine, every
 from builders.recipe import Recipe
-from builders.scores import ITEM_COLUMNS, BudgetedWriter, Tally, every
+from builders.scores import ITEM_COLUMNS
 from builders.strategies import JudgeSpec, presentation_orders
 from builders.tables import MATCHES, PICKS, content_id
 

@@ -434,3 +434,13 @@ class Engine:
         """Write what this stage used to the recipe's ledger (the budget of later stages reads it)."""
         if self.stage and not self.dry_run:
             self.ledger.record(self.stage, self.usage.cost_usd + self.usage.cached_cost_usd)
+
+
+async def every(jobs: Iterable[Awaitable[T]]) -> list[T]:
+    """The results of `jobs`, run at once; a failure is raised once all of them have ended (none is
+    left running behind the stage)."""
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
