@@ -1,14 +1,15 @@
 """Builder: verdicts -> `kto` examples (pure). The chosen answer is desirable, each rejected one not;
-the rows are interleaved as TRL's KTOTrainer wants them (`builders.preferences.interleaved`: a window of rows at a time)."""
+the rows are interleaved as TRL's KTOTrainer wants them, a window of rows at a time
+(`builders.preferences.interleaved`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from builders.gate import check_gate
-from builders.preferences import Preference, interleaved, lineage, preferences, side
+from builders.preferences import Preference, lineage, preferences, side, write_interleaved
 from builders.recipe import Recipe
-from builders.tables import KTO, TableWriter, content_id
+from builders.tables import KTO, content_id
 
 READS = ("items", "candidates", "verdicts")
 WRITES = ("kto",)
@@ -22,9 +23,7 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
         for p in preferences(recipe, data_dir)
         for c, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]
     )
-    with TableWriter(KTO, data_dir) as out:
-        for row in interleaved(rows, recipe.export.seed):
-            out.write([row])
+    write_interleaved(KTO, data_dir, rows, recipe.export.seed)
 
 
 def _example(p: Preference, c: dict, label: bool, about: dict) -> dict:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from builders.feedback_preferences import Review, feedback_preferences
 from builders.gate import check_gate
-from builders.preferences import interleaved, lineage
+from builders.preferences import lineage, write_interleaved
 from builders.recipe import Recipe
-from builders.tables import KTO_FEEDBACK, TableWriter, content_id
+from builders.tables import KTO_FEEDBACK, content_id
 
 READS = ("items", "candidates", "verdicts")
 WRITES = ("kto_feedback",)
@@ -24,9 +24,7 @@ def build(recipe: Recipe, data_dir: Path, **_) -> None:
         for p in feedback_preferences(recipe, data_dir)
         for r, label in [(p.chosen, True)] + [(r, False) for r in p.rejected]
     )
-    with TableWriter(KTO_FEEDBACK, data_dir) as out:
-        for row in interleaved(rows, recipe.export.seed):
-            out.write([row])
+    write_interleaved(KTO_FEEDBACK, data_dir, rows, recipe.export.seed)
 
 
 def _example(item_id: str, r: Review, label: bool, about: dict) -> dict:

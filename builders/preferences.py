@@ -12,7 +12,7 @@ from builders.by_item import by_item
 from builders.prompts import template_texts
 from builders.recipe import Recipe
 from builders.strategies import JudgeSpec
-from builders.tables import CANDIDATES, VERDICTS, content_id
+from builders.tables import CANDIDATES, VERDICTS, Table, TableWriter, content_id
 
 RECIPE_SECTIONS = ("source", "models", "generation", "judge", "export")  # what `recipe_hash` covers
 
@@ -129,3 +129,10 @@ def interleaved(rows: Iterable[dict], seed: int, group: str = "item_id", window:
             row["position"] += start
             yield row
         start += len(chunk)
+
+
+def write_interleaved(table: Table, data_dir: Path, rows: Iterable[dict], seed: int) -> None:
+    """A KTO table from its rows in the items' order, written as `interleaved` orders them."""
+    with TableWriter(table, data_dir) as out:
+        for row in interleaved(rows, seed):
+            out.write([row])
