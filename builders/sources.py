@@ -186,7 +186,7 @@ def _parquet_batches(files: list[Path]) -> tuple[int, Iterator[pl.DataFrame]]:
     def batches() -> Iterator[pl.DataFrame]:
         for path, file in opened:
             try:
-                for batch in file.iter_batches(batch_size=BATCH_ROWS):
+                for batch in file.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
                     yield pl.from_arrow(batch)
             except Exception as e:
                 raise RecipeError(f"source.path: cannot read {path}: {first_line(e)}") from None
