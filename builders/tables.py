@@ -742,11 +742,6 @@ def read_part(table: Table, path: Path) -> pl.DataFrame:
     return df
 
 
-def read_parts(table: Table, parts: list[Path]) -> pl.DataFrame:
-    """The parts of `table` (read_part), in order, as one frame; no part gives the empty table."""
-    return pl.concat([read_part(table, p) for p in parts]) if parts else frame(table, [])
-
-
 def read_table(table: Table, data_dir: Path | str) -> pl.DataFrame:
     """Read a table written by an earlier stage; a missing or damaged one names the command to run."""
     path = table.path(data_dir)
